@@ -1,0 +1,54 @@
+# browser-lease broker. `make help` lists the targets.
+
+# Pinned versions, in one place.
+PLAYWRIGHT_VERSION := 1.52.0
+BUF                := github.com/bufbuild/buf/cmd/buf@v1.75.0
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+GRPCURL            := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+
+CACHE      := $(CURDIR)/.cache
+TOOLS      := $(CACHE)/bin
+DRIVER_DIR := $(CACHE)/playwright/$(PLAYWRIGHT_VERSION)
+CHROMIUM   := /usr/bin/chromium
+
+# Tests find the browser, the driver and grpcurl through these, and fail
+# (instead of skipping) when BROKER_REQUIRE_BROWSER is set.
+TEST_ENV := PLAYWRIGHT_DRIVER_PATH=$(DRIVER_DIR) BROKER_CHROMIUM=$(CHROMIUM) \
+            GRPCURL=$(TOOLS)/grpcurl BROKER_REQUIRE_BROWSER=1
+
+GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
+
+export PATH := $(TOOLS):$(PATH)
+
+.PHONY: help setup gen build run test lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: ## install Chromium, the Playwright driver and the pinned tools (idempotent)
+	@scripts/setup.sh $(PLAYWRIGHT_VERSION) $(DRIVER_DIR) $(TOOLS) \
+		$(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) $(GRPCURL)
+
+gen: setup ## regenerate gen/ from proto/
+	buf generate
+
+build: ## build bin/broker and bin/client
+	go build -o bin/ ./cmd/...
+
+run: setup ## start the broker on localhost:7070 with defaults
+	go run ./cmd/broker --driver-dir $(DRIVER_DIR) --chromium $(CHROMIUM) $(ARGS)
+
+test: setup ## run every test, with -race, against real Chromium
+	$(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
+
+lint: setup ## gofmt, go vet, buf lint, and gen/ up to date with proto/
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+		if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	go vet ./...
+	buf lint
+	buf generate --output $(CACHE)/gen-check
+	@diff -r gen $(CACHE)/gen-check/gen >/dev/null || { echo "gen/ differs from proto/: run make gen"; exit 1; }
+
+clean: ## remove build output (keeps the installed tools)
+	rm -rf bin $(CACHE)/gen-check
