@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+)
+
+// adminClient connects to the broker; call the returned func to close.
+func (c *cli) adminClient() (brokerv1.AdminServiceClient, func(), error) {
+	conn, err := c.dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return brokerv1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+}
+
+func (c *cli) leases(ctx context.Context, args []string) error {
+	labels := labelsFlag{}
+	fs := c.flagSet("leases")
+	fs.Var(labels, "label", "k=v label filter")
+	rest, err := c.parse(fs, args, true)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErrorf("leases: unexpected argument %q", rest[0])
+	}
+	admin, closeConn, err := c.adminClient()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.ListLeasesResponse, error) {
+		return admin.ListLeases(ctx, &brokerv1.ListLeasesRequest{Labels: labels})
+	})
+	if err != nil {
+		return rpcError("leases", err)
+	}
+	if c.json {
+		return writeJSON(c.stdout, resp)
+	}
+	if len(resp.GetLeases()) == 0 {
+		fmt.Fprintln(c.stdout, "no leases")
+		return nil
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tIDLE\tCOMMANDS\tLABELS")
+	for _, l := range resp.GetLeases() {
+		state := enumName(l.GetState())
+		if l.GetReason() != brokerv1.ReclaimReason_RECLAIM_REASON_UNSPECIFIED {
+			state += "(" + enumName(l.GetReason()) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", l.GetLeaseId(), state,
+			since(now, l.GetGrantedAt()), since(now, l.GetLastActivityAt()),
+			l.GetCommands(), formatLabels(l.GetLabels()))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) leaseInfo(ctx context.Context, args []string) error {
+	fs := c.flagSet("lease-info")
+	rest, err := c.parse(fs, args, true)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usageErrorf("lease-info: want one lease ID, got %d arguments", len(rest))
+	}
+	id := rest[0]
+	admin, closeConn, err := c.adminClient()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.GetLeaseResponse, error) {
+		return admin.GetLease(ctx, &brokerv1.GetLeaseRequest{LeaseId: id})
+	})
+	if err != nil {
+		return rpcError("lease-info "+id, err)
+	}
+	if c.json {
+		return writeJSON(c.stdout, resp)
+	}
+	l := resp.GetLease()
+	now := time.Now()
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "id\t%s\n", l.GetLeaseId())
+	fmt.Fprintf(tw, "state\t%s\n", enumName(l.GetState()))
+	if l.GetReason() != brokerv1.ReclaimReason_RECLAIM_REASON_UNSPECIFIED {
+		fmt.Fprintf(tw, "reason\t%s\n", enumName(l.GetReason()))
+	}
+	fmt.Fprintf(tw, "labels\t%s\n", formatLabels(l.GetLabels()))
+	fmt.Fprintf(tw, "granted\t%s\n", formatTime(now, l.GetGrantedAt()))
+	fmt.Fprintf(tw, "last activity\t%s\n", formatTime(now, l.GetLastActivityAt()))
+	fmt.Fprintf(tw, "expires\t%s\n", formatTime(now, l.GetExpiresAt()))
+	fmt.Fprintf(tw, "max expires\t%s\n", formatTime(now, l.GetMaxExpiresAt()))
+	fmt.Fprintf(tw, "idle ttl\t%v\n", l.GetTtl().AsDuration())
+	fmt.Fprintf(tw, "commands\t%d\n", l.GetCommands())
+	return tw.Flush()
+}
+
+func (c *cli) revoke(ctx context.Context, args []string) error {
+	var message string
+	fs := c.flagSet("revoke")
+	fs.StringVar(&message, "message", "", "detail sent to the holder")
+	rest, err := c.parse(fs, args, true)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usageErrorf("revoke: want one lease ID, got %d arguments", len(rest))
+	}
+	id := rest[0]
+	admin, closeConn, err := c.adminClient()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.RevokeLeaseResponse, error) {
+		return admin.RevokeLease(ctx, &brokerv1.RevokeLeaseRequest{LeaseId: id, Message: message})
+	})
+	if err != nil {
+		return rpcError("revoke "+id, err)
+	}
+	if c.json {
+		return writeJSON(c.stdout, resp)
+	}
+	fmt.Fprintf(c.stdout, "lease %s ended: %s\n", id, enumName(resp.GetReason()))
+	return nil
+}
+
+func (c *cli) stats(ctx context.Context, args []string) error {
+	fs := c.flagSet("stats")
+	rest, err := c.parse(fs, args, true)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErrorf("stats: unexpected argument %q", rest[0])
+	}
+	admin, closeConn, err := c.adminClient()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	st, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.GetStatsResponse, error) {
+		return admin.GetStats(ctx, &brokerv1.GetStatsRequest{})
+	})
+	if err != nil {
+		return rpcError("stats", err)
+	}
+	if c.json {
+		return writeJSON(c.stdout, st)
+	}
+	invariant := "ok"
+	if !st.GetInvariantOk() {
+		invariant = "BROKEN"
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "capacity\t%d\n", st.GetCapacity())
+	fmt.Fprintf(tw, "active\t%d\n", st.GetActive())
+	fmt.Fprintf(tw, "waiting\t%d\n", st.GetWaiting())
+	fmt.Fprintf(tw, "opening\t%d\n", st.GetOpening())
+	fmt.Fprintf(tw, "granted total\t%d\n", st.GetGrantedTotal())
+	fmt.Fprintf(tw, "reclaimed total\t%d\n", st.GetReclaimedTotal())
+	for _, rc := range st.GetReclaimed() {
+		fmt.Fprintf(tw, "reclaimed %s\t%d\n", enumName(rc.GetReason()), rc.GetCount())
+	}
+	fmt.Fprintf(tw, "duplicate triggers\t%d\n", st.GetDuplicateTriggers())
+	fmt.Fprintf(tw, "acquire failures\t%d\n", st.GetAcquireFailures())
+	fmt.Fprintf(tw, "browser contexts\t%d\n", st.GetBrowserContexts())
+	fmt.Fprintf(tw, "browsers\t%d\n", st.GetBrowsers())
+	fmt.Fprintf(tw, "invariant\t%s\n", invariant)
+	fmt.Fprintf(tw, "invariant violations\t%d\n", st.GetInvariantViolations())
+	fmt.Fprintf(tw, "uptime\t%v\n", st.GetUptime().AsDuration().Truncate(time.Second))
+	return tw.Flush()
+}

@@ -1,0 +1,289 @@
+// Command client is the command-line client of the browser-lease broker.
+//
+// It leases a browser and drives its page (`client lease`), and lets an
+// operator inspect and steer the broker (`leases`, `lease-info`, `revoke`,
+// `stats`). Output is for people by default; --json prints one JSON document
+// per command for scripts. The usage text below is the reference, including
+// the exit codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const (
+	defaultAddr    = "localhost:7070"
+	defaultTimeout = 30 * time.Second
+)
+
+// Exit codes; documented in usage.
+const (
+	exitOK       = 0
+	exitFailure  = 1  // a failure that is not a gRPC status
+	exitUsage    = 2  // bad command line
+	exitLeaseEnd = 3  // the lease ended for another reason than our release
+	exitRPC      = 10 // plus the gRPC code
+)
+
+const usage = `Usage: client [global flags] <command> [flags] [args]
+
+Command-line client of the browser-lease broker.
+
+Commands:
+  lease --url URL [flags]    lease a browser, drive its page, give it back
+  leases [--label k=v]...    list the live leases
+  lease-info ID              describe one lease
+  revoke ID [--message M]    revoke a lease (its holder sees REVOKED)
+  stats                      capacity, counters and the lease invariant
+  help                       print this text
+
+Global flags (before or after the command):
+  --addr HOST:PORT   broker address (default localhost:7070; $BROKER_ADDR
+                     replaces that default)
+  --json             machine output: one JSON document per command on stdout
+  --timeout D        time limit of each unary call, such as 10s (default 30s)
+  --version          print the version and exit
+  -h, --help         print this text and exit
+
+lease flags (steps run in this order: navigate, wait-for, text, eval,
+screenshot; then the lease is released and the reason it ended is printed):
+  --url URL            page to load (required)
+  --wait-for SELECTOR  wait until an element matching SELECTOR is visible
+  --text SELECTOR      print the inner text of each matching element
+                       (repeatable)
+  --eval JS            evaluate a JavaScript expression and print its JSON
+                       value (repeatable)
+  --screenshot FILE    write a PNG screenshot of the page to FILE
+  --full-page          screenshot the whole page, not only the viewport
+  --ttl D              idle TTL, such as 60s (default: the broker's)
+  --wait D             longest wait in the queue, such as 30s (default: the
+                       broker's)
+  --label k=v          label the lease (repeatable)
+  --user-agent UA      User-Agent of the lease's browser context
+  --viewport WxH       viewport size, such as 1280x720 (default 1280x720)
+  Queue positions go to stderr while waiting (not with --json). Ctrl-C ends
+  the lease stream; the broker reclaims the lease.
+
+leases flags:
+  --label k=v          only leases with this label (repeatable)
+
+revoke flags:
+  --message M          detail recorded with the reclaim and sent to the holder
+
+JSON output: API messages are printed as protojson with proto field names,
+full enum names (RECLAIM_REASON_RELEASED) and 64-bit integers as strings.
+lease prints one document once the lease was granted, also on failure (then
+with an "error" field).
+
+Exit codes:
+  0      success
+  1      failure outside gRPC (such as writing the screenshot file, or a
+         lease stream that ended without a reason)
+  2      usage error
+  3      lease: the lease ended for another reason than our release
+         (revoked, TTL expired, max lifetime, browser crash, shutdown)
+  10+N   a call failed with gRPC code N, such as 11 CANCELLED (Ctrl-C),
+         13 INVALID_ARGUMENT, 14 DEADLINE_EXCEEDED, 15 NOT_FOUND,
+         18 RESOURCE_EXHAUSTED (no capacity in time), 19 FAILED_PRECONDITION,
+         20 ABORTED, 24 UNAVAILABLE (broker unreachable)
+Errors go to stderr as "client: <what>: <gRPC code>: <message>".
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs the client with the arguments after the program name and returns
+// the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := &cli{
+		stdout:  stdout,
+		stderr:  stderr,
+		addr:    defaultAddr,
+		timeout: defaultTimeout,
+	}
+	if env := os.Getenv("BROKER_ADDR"); env != "" {
+		c.addr = env
+	}
+	return c.exit(c.dispatch(ctx, args))
+}
+
+// cli holds the global flags and the output streams of one run.
+type cli struct {
+	stdout, stderr io.Writer
+
+	addr        string
+	json        bool
+	timeout     time.Duration
+	showVersion bool
+}
+
+var (
+	errHelp    = errors.New("help requested")
+	errVersion = errors.New("version requested")
+)
+
+// usageError is a bad command line: exit code 2 and the usage text.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// exitError carries the exit code and the complete message for stderr.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func (c *cli) dispatch(ctx context.Context, args []string) error {
+	fs := c.flagSet("client")
+	rest, err := c.parse(fs, args, false)
+	if err != nil {
+		return err
+	}
+	if len(rest) == 0 {
+		return usageErrorf("missing command")
+	}
+	name, rest := rest[0], rest[1:]
+	switch name {
+	case "lease":
+		return c.lease(ctx, rest)
+	case "leases":
+		return c.leases(ctx, rest)
+	case "lease-info":
+		return c.leaseInfo(ctx, rest)
+	case "revoke":
+		return c.revoke(ctx, rest)
+	case "stats":
+		return c.stats(ctx, rest)
+	case "help":
+		return errHelp
+	default:
+		return usageErrorf("unknown command %q", name)
+	}
+}
+
+func (c *cli) exit(err error) int {
+	var ue *usageError
+	var ee *exitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelp):
+		fmt.Fprint(c.stdout, usage)
+		return exitOK
+	case errors.Is(err, errVersion):
+		fmt.Fprintf(c.stdout, "client %s\n", buildVersion())
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(c.stderr, "client: %s\n\n%s", ue.msg, usage)
+		return exitUsage
+	case errors.As(err, &ee):
+		fmt.Fprintln(c.stderr, ee.msg)
+		return ee.code
+	default:
+		fmt.Fprintf(c.stderr, "client: %v\n", err)
+		return exitFailure
+	}
+}
+
+// buildVersion prefers the -ldflags version, then the module version the
+// binary was built at (go install ...@v1.2.3).
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+// flagSet returns a flag set for one command with the global flags on it, so
+// they are accepted before and after the command name.
+func (c *cli) flagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&c.addr, "addr", c.addr, "broker address")
+	fs.BoolVar(&c.json, "json", c.json, "machine output")
+	fs.DurationVar(&c.timeout, "timeout", c.timeout, "time limit of each unary call")
+	fs.BoolVar(&c.showVersion, "version", c.showVersion, "print the version")
+	return fs
+}
+
+// parse parses args with fs. With interspersed, flags may follow positional
+// arguments (`revoke ID --message M`); without it, parsing stops at the first
+// positional argument (the command name).
+func (c *cli) parse(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, errHelp
+			}
+			if fs.Name() == "client" {
+				return nil, usageErrorf("%v", err)
+			}
+			return nil, usageErrorf("%s: %v", fs.Name(), err)
+		}
+		rest := fs.Args()
+		if !interspersed || len(rest) == 0 {
+			positional = append(positional, rest...)
+			break
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	if c.showVersion {
+		return nil, errVersion
+	}
+	if c.timeout <= 0 {
+		return nil, usageErrorf("--timeout must be positive, not %v", c.timeout)
+	}
+	return positional, nil
+}
+
+// dial returns a connection to the broker; it connects lazily, so an
+// unreachable broker shows up as UNAVAILABLE on the first call.
+func (c *cli) dial() (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, usageErrorf("--addr %q: %v", c.addr, err)
+	}
+	return conn, nil
+}
+
+// callUnary runs one unary call under the --timeout limit.
+func callUnary[T any](ctx context.Context, timeout time.Duration, call func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return call(ctx)
+}

@@ -1,0 +1,614 @@
+package lease
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	mrand "math/rand/v2"
+	"runtime"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Session is what the backend opens for one lease: a browser context and
+// its page. The manager closes it exactly once, when the lease is reclaimed.
+type Session interface {
+	// Close releases the session. The context carries the close deadline;
+	// Close must return by then.
+	Close(ctx context.Context) error
+	// Lost is closed when the session died under the lease (its browser or
+	// page crashed). LostReason then says why.
+	Lost() <-chan struct{}
+	// LostReason is the reclaim reason and message for a lost session.
+	LostReason() (Reason, string)
+}
+
+// Backend opens sessions.
+type Backend interface {
+	// Open creates a fresh, isolated session from an opaque spec (the
+	// browser context options). Cancelling ctx abandons the open.
+	Open(ctx context.Context, spec any) (Session, error)
+	// Live counts the sessions opened and not yet closed; the manager checks
+	// its lease table against it.
+	Live() int
+}
+
+// Config configures a Manager. Zero values mean the defaults.
+type Config struct {
+	// Capacity is the most leases held (or being opened) at once.
+	// Default: 4 per CPU.
+	Capacity int
+	// MaxQueue is the most acquires waiting at once; beyond it acquires
+	// fail at once with ErrQueueFull. Default 1000.
+	MaxQueue int
+	// DefaultTTL is the idle TTL of an acquire that names none. Default 60s.
+	DefaultTTL time.Duration
+	// MaxTTL bounds a requested idle TTL. Default 1h.
+	MaxTTL time.Duration
+	// DefaultWait is how long an acquire that names no wait timeout waits
+	// for capacity. Default 30s.
+	DefaultWait time.Duration
+	// MaxWait bounds a requested wait timeout. Default 10m.
+	MaxWait time.Duration
+	// MaxLifetime bounds the whole life of a lease. Default 1h.
+	MaxLifetime time.Duration
+	// Jitter is the fraction of the TTL added at random to each lease's
+	// idle expiry, so leases granted together do not expire together.
+	// Default 0.1; negative: none.
+	Jitter float64
+	// OpenTimeout bounds the backend's Open. Default 60s.
+	OpenTimeout time.Duration
+	// CloseTimeout bounds the backend's Close on reclaim. Default 10s.
+	CloseTimeout time.Duration
+	// CheckInterval is how often the invariant is checked. Default 10s;
+	// negative: never.
+	CheckInterval time.Duration
+	// Tombstones is how many reclaimed leases are remembered, so a late
+	// call names the reason instead of "not found". Default 10000.
+	Tombstones int
+	// Logger; nil: no logs.
+	Logger *zap.Logger
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.Capacity <= 0 {
+		c.Capacity = 4 * runtime.NumCPU()
+	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 1000
+	}
+	def(&c.DefaultTTL, time.Minute)
+	def(&c.MaxTTL, time.Hour)
+	def(&c.DefaultWait, 30*time.Second)
+	def(&c.MaxWait, 10*time.Minute)
+	def(&c.MaxLifetime, time.Hour)
+	def(&c.OpenTimeout, time.Minute)
+	def(&c.CloseTimeout, 10*time.Second)
+	def(&c.CheckInterval, 10*time.Second)
+	if c.Jitter == 0 {
+		c.Jitter = 0.1
+	}
+	if c.Tombstones <= 0 {
+		c.Tombstones = 10000
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+// Manager owns the leases: their table, the capacity counter and the wait
+// queue, all under one mutex, and the one reclaim path.
+type Manager struct {
+	cfg     Config
+	backend Backend
+	log     *zap.Logger
+	start   time.Time
+
+	mu          sync.Mutex
+	closed      bool
+	leases      map[string]*Lease
+	queue       []*waiter
+	active      int // leases in the table: granted and not yet fully reclaimed
+	closing     int // of which reclaim has begun
+	opening     int // capacity reserved for sessions being opened
+	granted     uint64
+	reclaimed   [numReasons]uint64
+	duplicates  uint64
+	failures    uint64
+	violations  uint64
+	tombs       map[string]tomb
+	tombOrder   []string
+	tombNext    int
+	opens       sync.WaitGroup // acquires between reserving capacity and registering
+	stopCheck   chan struct{}
+	checkerDone chan struct{}
+}
+
+type tomb struct {
+	reason  Reason
+	message string
+}
+
+// waiter is an acquire in the queue.
+type waiter struct {
+	ready   chan struct{} // closed once granted or failed
+	granted bool          // set under m.mu before ready is closed
+	err     error         // set under m.mu before ready is closed
+	pos     chan int      // latest queue position, buffer of one
+	since   time.Time
+}
+
+// New starts a Manager over the backend. Close stops it.
+func New(backend Backend, cfg Config) *Manager {
+	cfg = cfg.withDefaults()
+	m := &Manager{
+		cfg:         cfg,
+		backend:     backend,
+		log:         cfg.Logger,
+		start:       time.Now(),
+		leases:      make(map[string]*Lease),
+		tombs:       make(map[string]tomb),
+		stopCheck:   make(chan struct{}),
+		checkerDone: make(chan struct{}),
+	}
+	go m.checkLoop()
+	return m
+}
+
+// Capacity is the configured capacity.
+func (m *Manager) Capacity() int { return m.cfg.Capacity }
+
+// AcquireRequest describes a wanted lease. Zero durations mean the defaults.
+type AcquireRequest struct {
+	TTL         time.Duration
+	Wait        time.Duration
+	MaxLifetime time.Duration
+	Labels      map[string]string
+	// Spec is passed to Backend.Open as it is.
+	Spec any
+}
+
+func (m *Manager) normalize(req AcquireRequest) (AcquireRequest, error) {
+	bound := func(name string, d *time.Duration, def, max time.Duration) error {
+		switch {
+		case *d < 0:
+			return fmt.Errorf("%w: %s %v is negative", ErrInvalid, name, *d)
+		case *d == 0:
+			*d = def
+		case *d > max:
+			return fmt.Errorf("%w: %s %v is over the broker's maximum %v", ErrInvalid, name, *d, max)
+		}
+		return nil
+	}
+	if err := bound("ttl", &req.TTL, m.cfg.DefaultTTL, m.cfg.MaxTTL); err != nil {
+		return req, err
+	}
+	if err := bound("wait_timeout", &req.Wait, m.cfg.DefaultWait, m.cfg.MaxWait); err != nil {
+		return req, err
+	}
+	if req.MaxLifetime < 0 {
+		return req, fmt.Errorf("%w: max_lifetime %v is negative", ErrInvalid, req.MaxLifetime)
+	}
+	if req.MaxLifetime == 0 || req.MaxLifetime > m.cfg.MaxLifetime {
+		req.MaxLifetime = m.cfg.MaxLifetime
+	}
+	return req, nil
+}
+
+// Acquire waits for capacity (FIFO, at most req.Wait), opens a session and
+// returns the granted lease. onQueued, if not nil, is called from Acquire's
+// goroutine with the queue position (1 = next) whenever it changes. When ctx
+// ends first the acquire leaves the queue at once and returns ctx's error.
+func (m *Manager) Acquire(ctx context.Context, req AcquireRequest, onQueued func(position int)) (*Lease, error) {
+	req, err := m.normalize(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.reserve(ctx, req.Wait, onQueued); err != nil {
+		return nil, err
+	}
+	defer m.opens.Done()
+
+	openCtx, cancel := context.WithTimeout(ctx, m.cfg.OpenTimeout)
+	started := time.Now()
+	session, err := m.backend.Open(openCtx, req.Spec)
+	cancel()
+	if err != nil {
+		m.mu.Lock()
+		m.opening--
+		m.failures++
+		m.dispatchLocked()
+		m.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrBackend, err)
+	}
+	l := m.register(session, req)
+	m.log.Info("lease granted", zap.String("lease_id", l.id),
+		zap.Duration("open", time.Since(started)), zap.Duration("ttl", req.TTL),
+		zap.Any("labels", req.Labels))
+
+	// A lease granted to a caller that went away, or while the manager
+	// closed, is reclaimed through the one path like any other.
+	m.mu.Lock()
+	switch {
+	case m.closed:
+		m.reclaimLocked(l, Shutdown, "broker shutting down")
+		err = ErrShuttingDown
+	case ctx.Err() != nil:
+		m.reclaimLocked(l, StreamClosed, "acquirer went away before the grant")
+		err = context.Cause(ctx)
+	}
+	m.mu.Unlock()
+	if err != nil {
+		<-l.done
+		return nil, err
+	}
+	go m.watchSession(l)
+	return l, nil
+}
+
+// reserve takes a unit of capacity for the caller, waiting FIFO in the
+// queue when there is none. On success the caller owns one m.opening unit
+// and one m.opens count.
+func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func(int)) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrShuttingDown
+	}
+	if len(m.queue) == 0 && m.active+m.opening < m.cfg.Capacity {
+		m.opening++
+		m.opens.Add(1)
+		m.mu.Unlock()
+		return nil
+	}
+	if len(m.queue) >= m.cfg.MaxQueue {
+		n := len(m.queue)
+		m.failures++
+		m.mu.Unlock()
+		return fmt.Errorf("%w: %d acquires waiting (limit %d)", ErrQueueFull, n, m.cfg.MaxQueue)
+	}
+	w := &waiter{ready: make(chan struct{}), pos: make(chan int, 1), since: time.Now()}
+	m.queue = append(m.queue, w)
+	w.pos <- len(m.queue)
+	m.mu.Unlock()
+
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var err error
+	for {
+		select {
+		case <-w.ready:
+			return w.err
+		case p := <-w.pos:
+			if onQueued != nil {
+				onQueued(p)
+			}
+			continue
+		case <-ctx.Done():
+			err = context.Cause(ctx)
+		case <-timer.C:
+			err = fmt.Errorf("%w (waited %v)", ErrNoCapacity, wait)
+		}
+		break
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if w.granted {
+		// Granted in the same instant: hand the unit on.
+		m.opening--
+		m.opens.Done()
+		m.dispatchLocked()
+	} else {
+		m.removeWaiterLocked(w)
+	}
+	m.failures++
+	return err
+}
+
+// dispatchLocked hands free capacity to the waiters at the head of the
+// queue, then tells the rest their new positions.
+func (m *Manager) dispatchLocked() {
+	moved := false
+	for len(m.queue) > 0 && m.active+m.opening < m.cfg.Capacity && !m.closed {
+		w := m.queue[0]
+		m.queue[0] = nil
+		m.queue = m.queue[1:]
+		m.opening++
+		m.opens.Add(1)
+		w.granted = true
+		close(w.ready)
+		moved = true
+	}
+	if moved {
+		m.notifyPositionsLocked(0)
+	}
+}
+
+func (m *Manager) removeWaiterLocked(w *waiter) {
+	for i, q := range m.queue {
+		if q == w {
+			m.queue = append(m.queue[:i], m.queue[i+1:]...)
+			m.notifyPositionsLocked(i)
+			return
+		}
+	}
+}
+
+// notifyPositionsLocked tells every waiter from index i on its position.
+func (m *Manager) notifyPositionsLocked(from int) {
+	for i := from; i < len(m.queue); i++ {
+		w := m.queue[i]
+		select {
+		case <-w.pos:
+		default:
+		}
+		w.pos <- i + 1
+	}
+}
+
+// register turns the caller's opening unit into a lease in the table.
+func (m *Manager) register(s Session, req AcquireRequest) *Lease {
+	now := time.Now()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	l := &Lease{
+		id:          "l_" + rand.Text(),
+		m:           m,
+		session:     s,
+		labels:      req.Labels,
+		ttl:         req.TTL,
+		grantedAt:   now,
+		maxDeadline: now.Add(req.MaxLifetime),
+		ctx:         ctx,
+		cancel:      cancel,
+		done:        make(chan struct{}),
+		turn:        make(chan struct{}, 1),
+		state:       StateActive,
+	}
+	if m.cfg.Jitter > 0 {
+		if j := int64(float64(req.TTL) * m.cfg.Jitter); j > 0 {
+			l.jitter = time.Duration(mrand.Int64N(j))
+		}
+	}
+	m.mu.Lock()
+	m.opening--
+	m.active++
+	m.granted++
+	m.leases[l.id] = l
+	l.touchLocked(now)
+	l.timer = time.AfterFunc(l.nextWakeLocked().Sub(now), l.onTimer)
+	m.mu.Unlock()
+	return l
+}
+
+// watchSession reclaims the lease when its session is lost.
+func (m *Manager) watchSession(l *Lease) {
+	select {
+	case <-l.session.Lost():
+		reason, msg := l.session.LostReason()
+		if reason == ReasonUnspecified {
+			reason = BrowserCrashed
+		}
+		m.reclaim(l, reason, msg)
+	case <-l.ctx.Done():
+	}
+}
+
+// reclaim is the entry of every trigger: the first one reclaims, later ones
+// are counted and absorbed. It returns once the lease is fully reclaimed,
+// with the reason it was reclaimed for.
+func (m *Manager) reclaim(l *Lease, reason Reason, msg string) Reason {
+	m.mu.Lock()
+	m.reclaimLocked(l, reason, msg)
+	m.mu.Unlock()
+	<-l.done
+	return l.reason // written before done was closed
+}
+
+// reclaimLocked begins the reclaim of l if none has begun; the rest runs in
+// its own goroutine so that no caller holds m.mu across backend I/O.
+// Callers wait on l.done.
+func (m *Manager) reclaimLocked(l *Lease, reason Reason, msg string) {
+	if l.state != StateActive {
+		m.duplicates++
+		m.log.Debug("duplicate reclaim trigger absorbed", zap.String("lease_id", l.id),
+			zap.Stringer("trigger", reason), zap.Stringer("reason", l.reason))
+		return
+	}
+	l.state = StateClosing
+	l.reason, l.message = reason, msg
+	m.closing++
+	l.timer.Stop()
+	// Cancel under the lock: no command can begin after this point, and
+	// running ones see the cause.
+	l.cancel(&ReclaimedError{ID: l.id, Reason: reason, Message: msg, InFlight: true})
+	go m.finishReclaim(l)
+}
+
+// finishReclaim closes the session and frees the capacity: once per lease.
+func (m *Manager) finishReclaim(l *Lease) {
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CloseTimeout)
+	err := l.session.Close(ctx)
+	cancel()
+	closeTook := time.Since(started)
+
+	m.mu.Lock()
+	delete(m.leases, l.id)
+	m.active--
+	m.closing--
+	m.reclaimed[l.reason]++
+	m.addTombLocked(l.id, tomb{reason: l.reason, message: l.message})
+	m.dispatchLocked()
+	m.mu.Unlock()
+	close(l.done)
+
+	fields := []zap.Field{zap.String("lease_id", l.id), zap.Stringer("reason", l.reason),
+		zap.Duration("held", started.Sub(l.grantedAt)), zap.Duration("close", closeTook)}
+	if l.message != "" {
+		fields = append(fields, zap.String("message", l.message))
+	}
+	if err != nil {
+		m.log.Warn("lease reclaimed; closing its session failed", append(fields, zap.Error(err))...)
+		return
+	}
+	m.log.Info("lease reclaimed", fields...)
+}
+
+func (m *Manager) addTombLocked(id string, t tomb) {
+	if len(m.tombOrder) < m.cfg.Tombstones {
+		m.tombOrder = append(m.tombOrder, id)
+	} else {
+		delete(m.tombs, m.tombOrder[m.tombNext])
+		m.tombOrder[m.tombNext] = id
+		m.tombNext = (m.tombNext + 1) % len(m.tombOrder)
+	}
+	m.tombs[id] = t
+}
+
+// lookupLocked finds a lease by id, or explains why there is none.
+func (m *Manager) lookupLocked(id string) (*Lease, error) {
+	if l, ok := m.leases[id]; ok {
+		return l, nil
+	}
+	if t, ok := m.tombs[id]; ok {
+		return nil, &ReclaimedError{ID: id, Reason: t.reason, Message: t.message}
+	}
+	return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+}
+
+// Lookup returns the live lease with that id.
+func (m *Manager) Lookup(id string) (*Lease, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lookupLocked(id)
+}
+
+// Reclaim reclaims the lease with that id for the reason, and returns once
+// it is fully reclaimed, with the reason it ended for (the first trigger's).
+func (m *Manager) Reclaim(id string, reason Reason, msg string) (Reason, error) {
+	l, err := m.Lookup(id)
+	if err != nil {
+		return ReasonUnspecified, err
+	}
+	return m.reclaim(l, reason, msg), nil
+}
+
+// Renew resets the idle TTL of the lease and returns its new expiry.
+func (m *Manager) Renew(id string) (time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, err := m.lookupLocked(id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if l.state != StateActive {
+		return time.Time{}, l.reclaimedErrLocked(false)
+	}
+	l.touchLocked(time.Now())
+	return l.expiresAtLocked(), nil
+}
+
+// Do runs fn on the lease's session, after the commands that arrived before
+// it. fn's context ends when ctx ends or when the lease is reclaimed; in the
+// latter case Do returns a *ReclaimedError with InFlight set. The command
+// counts as activity when it arrives and when it ends.
+func (m *Manager) Do(ctx context.Context, id string, fn func(ctx context.Context, s Session) error) error {
+	m.mu.Lock()
+	l, err := m.lookupLocked(id)
+	if err == nil && l.state != StateActive {
+		err = l.reclaimedErrLocked(false)
+	}
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	l.inflight++
+	l.commands++
+	l.touchLocked(time.Now())
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		l.inflight--
+		if l.state == StateActive {
+			l.touchLocked(time.Now())
+		}
+		m.mu.Unlock()
+	}()
+
+	// Wait for our turn. Channel senders are served in arrival order.
+	select {
+	case l.turn <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-l.ctx.Done():
+		return context.Cause(l.ctx)
+	}
+	defer func() { <-l.turn }()
+
+	cctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(l.ctx, func() { cancel(context.Cause(l.ctx)) })
+	defer func() {
+		stop()
+		cancel(nil)
+	}()
+	if err := cctx.Err(); err != nil {
+		return context.Cause(cctx)
+	}
+	err = fn(cctx, l.session)
+	if l.ctx.Err() != nil {
+		return context.Cause(l.ctx)
+	}
+	return err
+}
+
+// Close shuts the manager down: new acquires fail with ErrShuttingDown,
+// waiters leave the queue with it, and every lease is reclaimed with
+// Shutdown. It returns when all are reclaimed, or when ctx ends.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if !m.closed {
+		m.closed = true
+		close(m.stopCheck)
+		for _, w := range m.queue {
+			w.err = ErrShuttingDown
+			close(w.ready)
+		}
+		m.queue = nil
+	}
+	leases := make([]*Lease, 0, len(m.leases))
+	for _, l := range m.leases {
+		m.reclaimLocked(l, Shutdown, "broker shutting down")
+		leases = append(leases, l)
+	}
+	m.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		m.opens.Wait() // late grants reclaim themselves
+		for _, l := range leases {
+			<-l.done
+		}
+		<-m.checkerDone
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("lease: close: %w", context.Cause(ctx))
+	}
+}
