@@ -1,0 +1,236 @@
+// Command broker serves browser leases over gRPC: workers lease an isolated
+// Chromium context and page, drive it with page commands, and every lease is
+// reclaimed exactly once, whatever ends it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/browserbroker/broker/internal/browser"
+	"github.com/browserbroker/broker/internal/lease"
+	"github.com/browserbroker/broker/internal/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// playwrightVersion is the driver version playwright-go expects.
+const playwrightVersion = "1.52.0"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "broker: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	addr            string
+	lease           lease.Config
+	browser         browser.Config
+	grpc            server.GRPCConfig
+	commandTimeout  time.Duration
+	maxCommand      time.Duration
+	shutdownTimeout time.Duration
+	logFormat       string
+	logLevel        zapcore.Level
+	showVersion     bool
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, " ") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: broker [flags]\n\nServes browser leases over gRPC. Flags:\n")
+		fs.PrintDefaults()
+	}
+	defaultDriver := os.Getenv("PLAYWRIGHT_DRIVER_PATH")
+	if defaultDriver == "" {
+		defaultDriver = filepath.Join(".cache", "playwright", playwrightVersion)
+	}
+	var args2 stringList
+	fs.StringVar(&c.addr, "addr", "localhost:7070", "listen address")
+	fs.IntVar(&c.lease.Capacity, "max-leases", defaultCapacity(), "most leases held at once (default: sized for this machine)")
+	fs.IntVar(&c.lease.MaxQueue, "max-queue", 1000, "most acquires waiting for capacity; beyond it RESOURCE_EXHAUSTED at once")
+	fs.DurationVar(&c.lease.DefaultTTL, "default-ttl", time.Minute, "idle TTL of a lease that asks for none")
+	fs.DurationVar(&c.lease.MaxTTL, "max-ttl", time.Hour, "longest idle TTL a lease may ask for")
+	fs.DurationVar(&c.lease.DefaultWait, "default-wait", 30*time.Second, "queue wait of an acquire that asks for none")
+	fs.DurationVar(&c.lease.MaxWait, "max-wait", 10*time.Minute, "longest queue wait an acquire may ask for")
+	fs.DurationVar(&c.lease.MaxLifetime, "max-lifetime", time.Hour, "longest life of any lease, however active")
+	fs.Float64Var(&c.lease.Jitter, "ttl-jitter", 0.1, "fraction of the TTL added at random to each lease's idle expiry")
+	fs.DurationVar(&c.lease.CloseTimeout, "close-timeout", 10*time.Second, "deadline for closing a lease's browser context")
+	fs.DurationVar(&c.lease.CheckInterval, "check-interval", 10*time.Second, "how often the lease invariant is checked")
+	fs.DurationVar(&c.commandTimeout, "command-timeout", 30*time.Second, "time limit of a page command that names none")
+	fs.DurationVar(&c.maxCommand, "max-command-timeout", 5*time.Minute, "cap on every page command's time limit")
+	fs.StringVar(&c.browser.DriverDir, "driver-dir", defaultDriver, "Playwright driver folder (package/ and node); `make setup` installs it (env PLAYWRIGHT_DRIVER_PATH)")
+	fs.StringVar(&c.browser.ExecutablePath, "chromium", "/usr/bin/chromium", "Chromium executable; `make setup` installs Debian's")
+	fs.Var(&args2, "chromium-arg", "extra Chromium command-line argument (repeatable)")
+	fs.IntVar(&c.browser.ContextsPerBrowser, "contexts-per-browser", 8, "browser contexts per Chromium process before another is launched")
+	fs.DurationVar(&c.grpc.KeepaliveTime, "keepalive-time", 10*time.Second, "ping a client connection idle this long")
+	fs.DurationVar(&c.grpc.KeepaliveTimeout, "keepalive-timeout", 5*time.Second, "close a connection whose ping is unanswered this long (its leases: STREAM_CLOSED)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for leases to end and calls to finish")
+	fs.StringVar(&c.logFormat, "log-format", "console", "log format: console or json")
+	c.logLevel = zapcore.InfoLevel
+	fs.Var(&c.logLevel, "log-level", "log level: debug, info, warn, error")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.browser.Args = args2
+	if c.logFormat != "console" && c.logFormat != "json" {
+		return c, fmt.Errorf("--log-format must be console or json, got %q", c.logFormat)
+	}
+	if c.lease.Capacity < 1 {
+		return c, fmt.Errorf("--max-leases must be at least 1")
+	}
+	return c, nil
+}
+
+// defaultCapacity sizes --max-leases for this machine: 4 per CPU, and no
+// more than one per 256 MiB of memory (a context with a loaded page costs
+// about 65 MB, plus its browser's share).
+func defaultCapacity() int {
+	n := 4 * runtime.NumCPU()
+	if mem := totalMemory(); mem > 0 {
+		n = min(n, int(mem/(256<<20)))
+	}
+	return max(n, 1)
+}
+
+func totalMemory() uint64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return uint64(si.Totalram) * uint64(si.Unit)
+}
+
+func versionString() string {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	return v
+}
+
+func newLogger(c config, w io.Writer) *zap.Logger {
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	var encoder zapcore.Encoder
+	if c.logFormat == "json" {
+		encoder = zapcore.NewJSONEncoder(enc)
+	} else {
+		enc.EncodeLevel = zapcore.CapitalLevelEncoder
+		encoder = zapcore.NewConsoleEncoder(enc)
+	}
+	return zap.New(zapcore.NewCore(encoder, zapcore.AddSync(w), c.logLevel))
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	c, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if c.showVersion {
+		fmt.Fprintf(stderr, "broker %s (playwright %s)\n", versionString(), playwrightVersion)
+		return nil
+	}
+	log := newLogger(c, stderr)
+	defer log.Sync()
+	c.lease.Logger = log.Named("lease")
+	c.browser.Logger = log.Named("browser")
+
+	if err := browser.Check(c.browser); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return err
+	}
+	defer lis.Close()
+
+	started := time.Now()
+	pool, err := browser.NewPool(ctx, c.browser)
+	if err != nil {
+		return fmt.Errorf("start browsers: %w", err)
+	}
+	leases := lease.New(server.BrowserBackend{Pool: pool}, c.lease)
+	srv := server.New(server.Config{
+		Leases:            leases,
+		Browsers:          pool,
+		CommandTimeout:    c.commandTimeout,
+		MaxCommandTimeout: c.maxCommand,
+		Logger:            log.Named("server"),
+	})
+	g, health := server.NewGRPCServer(srv, c.grpc)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- g.Serve(lis) }()
+	log.Info("broker listening", zap.String("addr", lis.Addr().String()),
+		zap.Int("max_leases", c.lease.Capacity), zap.String("version", versionString()),
+		zap.Duration("keepalive_bound", c.grpc.KeepaliveTime+c.grpc.KeepaliveTimeout),
+		zap.Duration("startup", time.Since(started)))
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", zap.Duration("grace", c.shutdownTimeout))
+	case err = <-serveErr:
+		log.Error("gRPC server failed", zap.Error(err))
+	}
+
+	// Shutdown: stop advertising, end every lease (holders get
+	// revoked{SHUTDOWN} and their streams end), then stop the server, then
+	// the browsers.
+	health.Shutdown()
+	grace, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	if cerr := leases.Close(grace); cerr != nil {
+		log.Warn("leases did not all end in time", zap.Error(cerr))
+	}
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-grace.Done():
+		log.Warn("calls still running at the end of the grace period; stopping hard")
+		g.Stop()
+		<-stopped
+	}
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelClose()
+	if cerr := pool.Close(closeCtx); cerr != nil {
+		log.Warn("closing browsers", zap.Error(cerr))
+	}
+	log.Info("broker stopped")
+	return err
+}

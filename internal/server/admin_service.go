@@ -1,0 +1,80 @@
+package server
+
+import (
+	"context"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+	"github.com/browserbroker/broker/internal/lease"
+)
+
+type adminService struct {
+	brokerv1.UnimplementedAdminServiceServer
+	s *Server
+}
+
+func (as *adminService) ListLeases(ctx context.Context, req *brokerv1.ListLeasesRequest) (*brokerv1.ListLeasesResponse, error) {
+	infos := as.s.leases.List(req.GetLabels())
+	out := make([]*brokerv1.LeaseInfo, len(infos))
+	for i, info := range infos {
+		out[i] = leaseInfo(info)
+	}
+	return &brokerv1.ListLeasesResponse{Leases: out}, nil
+}
+
+func (as *adminService) GetLease(ctx context.Context, req *brokerv1.GetLeaseRequest) (*brokerv1.GetLeaseResponse, error) {
+	if req.GetLeaseId() == "" {
+		return nil, invalid("lease_id must not be empty")
+	}
+	info, err := as.s.leases.Get(req.GetLeaseId())
+	if err != nil {
+		return nil, toStatus(as.s.log, err)
+	}
+	return &brokerv1.GetLeaseResponse{Lease: leaseInfo(info)}, nil
+}
+
+func (as *adminService) RevokeLease(ctx context.Context, req *brokerv1.RevokeLeaseRequest) (*brokerv1.RevokeLeaseResponse, error) {
+	if req.GetLeaseId() == "" {
+		return nil, invalid("lease_id must not be empty")
+	}
+	if len(req.GetMessage()) > 1024 {
+		return nil, invalid("message longer than 1024 bytes")
+	}
+	msg := req.GetMessage()
+	if msg == "" {
+		msg = "revoked by an operator"
+	}
+	r, err := as.s.leases.Reclaim(req.GetLeaseId(), lease.Revoked, msg)
+	if err != nil {
+		return nil, toStatus(as.s.log, err)
+	}
+	as.s.log.Info("lease revoked by admin", zap.String("lease_id", req.GetLeaseId()), zap.Stringer("reason", r))
+	return &brokerv1.RevokeLeaseResponse{Reason: reason(r)}, nil
+}
+
+func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequest) (*brokerv1.GetStatsResponse, error) {
+	st := as.s.leases.Stats()
+	out := &brokerv1.GetStatsResponse{
+		Capacity:            int32(st.Capacity),
+		Active:              int32(st.Active),
+		Waiting:             int32(st.Waiting),
+		Opening:             int32(st.Opening),
+		GrantedTotal:        st.GrantedTotal,
+		ReclaimedTotal:      st.ReclaimedTotal,
+		DuplicateTriggers:   st.DuplicateTriggers,
+		BrowserContexts:     int32(st.BackendLive),
+		InvariantOk:         st.InvariantErr == nil,
+		InvariantViolations: st.InvariantViolations,
+		AcquireFailures:     st.AcquireFailures,
+		Uptime:              durationpb.New(st.Uptime),
+	}
+	for _, r := range lease.Reasons() {
+		out.Reclaimed = append(out.Reclaimed, &brokerv1.ReasonCount{Reason: reason(r), Count: st.Reclaimed[r]})
+	}
+	if as.s.cfg.Browsers != nil {
+		out.Browsers = int32(as.s.cfg.Browsers.Stats().Browsers)
+	}
+	return out, nil
+}

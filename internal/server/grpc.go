@@ -1,0 +1,75 @@
+package server
+
+import (
+	"context"
+	"runtime/debug"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+)
+
+// GRPCConfig configures the gRPC server. Zero values mean the defaults.
+type GRPCConfig struct {
+	// KeepaliveTime: after this long without activity on a connection the
+	// server pings the client. Default 10s.
+	KeepaliveTime time.Duration
+	// KeepaliveTimeout: a ping unanswered for this long closes the
+	// connection, which ends its lease streams (STREAM_CLOSED). A client that
+	// vanished without closing its connection is thus noticed within
+	// KeepaliveTime + KeepaliveTimeout. Default 5s.
+	KeepaliveTimeout time.Duration
+	// MaxRecvMsgSize bounds a request. Default 4 MiB.
+	MaxRecvMsgSize int
+}
+
+// NewGRPCServer returns a gRPC server with the broker's services, the
+// standard health service (SERVING) and reflection. A panic in a handler
+// becomes INTERNAL with a fixed message; the stack goes to the log only.
+func NewGRPCServer(s *Server, cfg GRPCConfig) (*grpc.Server, *health.Server) {
+	if cfg.KeepaliveTime <= 0 {
+		cfg.KeepaliveTime = 10 * time.Second
+	}
+	if cfg.KeepaliveTimeout <= 0 {
+		cfg.KeepaliveTimeout = 5 * time.Second
+	}
+	if cfg.MaxRecvMsgSize <= 0 {
+		cfg.MaxRecvMsgSize = 4 << 20
+	}
+	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		s.log.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	g := grpc.NewServer(
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    cfg.KeepaliveTime,
+			Timeout: cfg.KeepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			// Clients may ping as often as every 5s, also without streams.
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(onPanic)),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(onPanic)),
+	)
+	s.Register(g)
+	h := health.NewServer()
+	for _, name := range []string{"", brokerv1.LeaseService_ServiceDesc.ServiceName,
+		brokerv1.PageService_ServiceDesc.ServiceName, brokerv1.AdminService_ServiceDesc.ServiceName} {
+		h.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	healthpb.RegisterHealthServer(g, h)
+	reflection.Register(g)
+	return g, h
+}

@@ -1,0 +1,117 @@
+package server
+
+import (
+	"errors"
+	"io"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+	"github.com/browserbroker/broker/internal/lease"
+)
+
+type leaseService struct {
+	brokerv1.UnimplementedLeaseServiceServer
+	s *Server
+}
+
+// Lease holds one lease for the life of the stream. Every way the stream
+// can end goes to the lease manager as a reclaim trigger; the manager
+// decides, once, why the lease ended, and this handler reports that.
+func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
+	s := ls.s
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return status.FromContextError(err).Err()
+	}
+	acq := first.GetAcquire()
+	if acq == nil {
+		return invalid("the first message of a lease stream must be acquire")
+	}
+	req, err := acquireRequest(acq)
+	if err != nil {
+		return err
+	}
+	l, err := s.leases.Acquire(ctx, req, func(pos int) {
+		// A failed send means the stream is gone; Acquire sees ctx end.
+		_ = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Queued{
+			Queued: &brokerv1.Queued{Position: int32(pos)}}})
+	})
+	if err != nil {
+		return toStatus(s.log, err)
+	}
+	err = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Granted{Granted: &brokerv1.Granted{
+		LeaseId:      l.ID(),
+		ExpiresAt:    timestamppb.New(l.ExpiresAt()),
+		MaxExpiresAt: timestamppb.New(l.MaxDeadline()),
+		Ttl:          durationpb.New(l.TTL()),
+	}}})
+	if err != nil {
+		l.Reclaim(lease.StreamClosed, "could not send the grant: "+err.Error())
+		return err
+	}
+
+	// Recv runs in its own goroutine (Send stays on this one).
+	msgs := make(chan *brokerv1.LeaseRequest)
+	recvErr := make(chan error, 1)
+	handlerDone := make(chan struct{})
+	defer close(handlerDone)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-handlerDone:
+				return
+			}
+		}
+	}()
+
+	for {
+		select {
+		case <-l.Done():
+			r, msg := l.Reason()
+			// The stream may be gone already; the lease is reclaimed either way.
+			_ = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Revoked{
+				Revoked: &brokerv1.Revoked{Reason: reason(r), Message: msg}}})
+			return nil
+		case err := <-recvErr:
+			why := "stream closed by the client"
+			if errors.Is(err, io.EOF) {
+				why = "client closed its side of the stream without release"
+			} else if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+				why = "stream ended: " + st.Code().String()
+			}
+			l.Reclaim(lease.StreamClosed, why)
+		case m := <-msgs:
+			switch m.GetMsg().(type) {
+			case *brokerv1.LeaseRequest_Renew:
+				exp, err := l.Renew()
+				if err != nil {
+					continue // reclaimed: Done reports it
+				}
+				if err := stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Renewed{
+					Renewed: &brokerv1.Renewed{ExpiresAt: timestamppb.New(exp)}}}); err != nil {
+					l.Reclaim(lease.StreamClosed, "could not send renewed: "+err.Error())
+				}
+			case *brokerv1.LeaseRequest_Release:
+				l.Reclaim(lease.Released, "released by the holder")
+			default:
+				r := l.Reclaim(lease.StreamClosed, "protocol error: only renew and release may follow acquire")
+				s.log.Info("lease stream protocol error", zap.String("lease_id", l.ID()), zap.Stringer("reason", r))
+				return invalid("only renew and release may follow acquire; the lease was reclaimed")
+			}
+		case <-ctx.Done():
+			l.Reclaim(lease.StreamClosed, "stream ended: "+status.FromContextError(ctx.Err()).Code().String())
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+	"github.com/browserbroker/broker/internal/browser"
+	"github.com/browserbroker/broker/internal/lease"
+)
+
+// Config configures the edge. Zero values mean the defaults.
+type Config struct {
+	// Leases is the lease manager. Required.
+	Leases *lease.Manager
+	// Browsers reports browser counts for GetStats; nil: none reported.
+	Browsers interface{ Stats() browser.Stats }
+	// CommandTimeout is the time limit of a page command that names none.
+	// Default 30s.
+	CommandTimeout time.Duration
+	// MaxCommandTimeout caps every page command's time limit. Default 5m.
+	MaxCommandTimeout time.Duration
+	// Logger; nil: no logs.
+	Logger *zap.Logger
+}
+
+// Server implements the three browserbroker.v1 services.
+type Server struct {
+	cfg    Config
+	leases *lease.Manager
+	log    *zap.Logger
+}
+
+var (
+	_ brokerv1.LeaseServiceServer = (*leaseService)(nil)
+	_ brokerv1.PageServiceServer  = (*pageService)(nil)
+	_ brokerv1.AdminServiceServer = (*adminService)(nil)
+)
+
+// New returns the edge over a lease manager.
+func New(cfg Config) *Server {
+	if cfg.CommandTimeout <= 0 {
+		cfg.CommandTimeout = 30 * time.Second
+	}
+	if cfg.MaxCommandTimeout <= 0 {
+		cfg.MaxCommandTimeout = 5 * time.Minute
+	}
+	if cfg.CommandTimeout > cfg.MaxCommandTimeout {
+		cfg.CommandTimeout = cfg.MaxCommandTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	return &Server{cfg: cfg, leases: cfg.Leases, log: cfg.Logger}
+}
+
+// Register registers the services on a gRPC server.
+func (s *Server) Register(g grpc.ServiceRegistrar) {
+	brokerv1.RegisterLeaseServiceServer(g, &leaseService{s: s})
+	brokerv1.RegisterPageServiceServer(g, &pageService{s: s})
+	brokerv1.RegisterAdminServiceServer(g, &adminService{s: s})
+}
+
+// commandContext bounds a page command by its requested timeout (or the
+// default), capped by the maximum; a shorter deadline already on ctx wins.
+func (s *Server) commandContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d == 0 {
+		d = s.cfg.CommandTimeout
+	}
+	d = min(d, s.cfg.MaxCommandTimeout)
+	return context.WithTimeout(ctx, d)
+}
