@@ -12,6 +12,7 @@ import (
 type fakeBackend struct {
 	mu       sync.Mutex
 	live     int
+	maxLive  int // most sessions live at once
 	sessions []*fakeSession
 	openErr  error         // Open fails with it, when set
 	openGate chan struct{} // Open waits for it, when set
@@ -45,6 +46,7 @@ func (b *fakeBackend) Open(ctx context.Context, spec any) (Session, error) {
 	s := &fakeSession{b: b, lost: make(chan struct{})}
 	b.mu.Lock()
 	b.live++
+	b.maxLive = max(b.maxLive, b.live)
 	b.sessions = append(b.sessions, s)
 	b.mu.Unlock()
 	return s, nil

@@ -126,6 +126,9 @@ func (l *Lease) onTimer() {
 		if l.inflight > 0 && !wake.After(now) {
 			// A command is running: the lease is busy, not idle.
 			wake = now.Add(l.ttl)
+			if l.maxDeadline.Before(wake) {
+				wake = l.maxDeadline // busy or not, the lease ends then
+			}
 		}
 		l.timer.Reset(wake.Sub(now))
 	}
