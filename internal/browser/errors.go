@@ -1,0 +1,104 @@
+package browser
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/playwright-community/playwright-go"
+)
+
+// Sentinel errors. Errors returned by this package wrap at most a few of
+// them with short context; test with errors.Is.
+var (
+	// ErrTimeout: the call's time limit passed (Playwright's TimeoutError, or
+	// the caller's deadline). Errors caused by a context deadline also wrap
+	// context.DeadlineExceeded.
+	ErrTimeout = errors.New("browser: timeout")
+	// ErrClosed: the Context (or the Pool) is closed or being closed.
+	ErrClosed = errors.New("browser: closed")
+	// ErrBrowserCrashed: the Chromium process under the context crashed,
+	// disconnected, or was retired after a hung close.
+	ErrBrowserCrashed = errors.New("browser: browser crashed")
+	// ErrDriverCrashed: the Playwright driver process died.
+	ErrDriverCrashed = errors.New("browser: playwright driver crashed")
+	// ErrPageCrashed: the page's renderer crashed (or the page could not be
+	// recovered after a cancelled command); the browser is fine.
+	ErrPageCrashed = errors.New("browser: page crashed")
+	// ErrInvalidArgument: a bad URL, selector, state, JSON argument, cookie,
+	// option or screenshot format.
+	ErrInvalidArgument = errors.New("browser: invalid argument")
+	// ErrNavigation: a navigation failed in the network stack (net::ERR_*),
+	// or was interrupted by another navigation.
+	ErrNavigation = errors.New("browser: navigation failed")
+	// ErrEvaluation: the page script threw (or did not compile).
+	ErrEvaluation = errors.New("browser: evaluation failed")
+	// ErrNotInstalled: Check found the driver or Chromium missing.
+	ErrNotInstalled = errors.New("browser: not installed")
+	// ErrLaunch: the driver could not be started or Chromium not launched.
+	ErrLaunch = errors.New("browser: launch failed")
+)
+
+// maxMessage caps the Playwright text an error carries.
+const maxMessage = 300
+
+// shortMessage is the safe part of a Playwright error: the first line of its
+// message, without playwright-go's prefixes, call log or stack.
+func shortMessage(err error) string {
+	var msg string
+	if pe := (*playwright.Error)(nil); errors.As(err, &pe) {
+		msg = pe.Message
+	} else {
+		msg = err.Error()
+	}
+	msg = strings.TrimSpace(msg)
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = strings.TrimSpace(msg[:i])
+	}
+	for _, prefix := range []string{"playwright: ", "target closed: ", "timeout: "} {
+		msg = strings.TrimPrefix(msg, prefix)
+	}
+	if len(msg) > maxMessage {
+		cut := maxMessage
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	return msg
+}
+
+// ctxError is the error of an operation cut short by ctx: it wraps ctx.Err()
+// and, for a deadline, ErrTimeout too.
+func ctxError(op string, ctx context.Context) error {
+	err := ctx.Err()
+	if err == nil {
+		err = context.Canceled // only called once ctx is done
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w: %w", op, ErrTimeout, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// isConnectionError reports errors playwright-go returns once its pipe to
+// the driver is gone: "Connection closed" for calls pending when it broke,
+// the transport's read error for later ones.
+func isConnectionError(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Connection closed") ||
+		strings.Contains(msg, "transport closed") ||
+		strings.Contains(msg, "could not read protocol") ||
+		strings.Contains(msg, "could not send message")
+}
+
+// isSelectorError reports Playwright's complaints about selector syntax.
+func isSelectorError(msg string) bool {
+	return strings.Contains(msg, "while parsing") ||
+		strings.Contains(msg, "Unknown engine") ||
+		strings.Contains(msg, "is not a valid selector") ||
+		strings.Contains(msg, "Unexpected token") ||
+		strings.Contains(msg, "Invalid selector")
+}

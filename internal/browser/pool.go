@@ -1,0 +1,867 @@
+package browser
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/playwright-community/playwright-go"
+	"go.uber.org/zap"
+)
+
+// Tuning that callers need not see.
+const (
+	// cancelGrace is how long a call may take to return by itself after
+	// its context ended, before the page is closed under it.
+	cancelGrace = 250 * time.Millisecond
+	// defaultCallTimeout is Playwright's timeout for a call whose context
+	// has no deadline.
+	defaultCallTimeout = 30 * time.Second
+	// driverWatchInterval is how often the driver's pid is checked.
+	driverWatchInterval = 200 * time.Millisecond
+	// newContextAttempts bounds the retries of NewContext when the browser
+	// or driver it picked died under it.
+	newContextAttempts = 3
+)
+
+// runMu serializes playwright.Run across every Pool of the process, so the
+// driver found as "the new run-driver child" is ours.
+var runMu sync.Mutex
+
+// Stats is a snapshot of the pool.
+type Stats struct {
+	// Browsers is the number of running browser processes (retired ones
+	// included until they are gone).
+	Browsers int
+	// Contexts is the number of contexts handed out by NewContext and not
+	// yet Closed, lost ones included.
+	Contexts int
+	// Retired counts the browsers retired after a hung context close since
+	// the pool started.
+	Retired int
+	// Launches counts browser launches.
+	Launches uint64
+	// DriverRestarts counts driver starts after the first.
+	DriverRestarts uint64
+	// DriverCrashes counts driver deaths the pool did not cause.
+	DriverCrashes uint64
+	// BrowserCrashes counts browser disconnects the pool did not cause.
+	BrowserCrashes uint64
+	// PageCrashes counts renderer crashes of context pages.
+	PageCrashes uint64
+}
+
+// Processes are the pids of the pool's processes, for tests and operators.
+// A pid is 0 (or missing) when it could not be found.
+type Processes struct {
+	Driver   int
+	Browsers []int
+}
+
+// Pool is a pool of Chromium processes run by one Playwright driver, handing
+// out isolated browser contexts. Its methods are safe for concurrent use.
+type Pool struct {
+	cfg Config
+	log *zap.Logger
+
+	// launchSem is held by the one goroutine starting a driver or launching
+	// a browser; waiters honour their ctx.
+	launchSem chan struct{}
+
+	// wg counts every goroutine the pool starts (see spawn).
+	wg sync.WaitGroup
+
+	mu        sync.Mutex
+	closed    bool          // Close began: no new contexts
+	closing   chan struct{} // closed when Close begins
+	draining  bool          // Close waits for wg: spawn runs inline
+	closeDone chan struct{} // closed when Close has finished
+	closeErr  error
+	inst      *instance             // the driver new browsers go to; nil when none runs
+	instances []*instance           // every driver not yet stopped
+	started   int                   // drivers started
+	browsers  []*browser            // live browsers, retired ones included
+	contexts  map[*Context]struct{} // handed out and not yet closed
+	stats     Stats                 // counters only; gauges are computed
+}
+
+// instance is one Playwright driver process and its connection.
+type instance struct {
+	pw       *playwright.Playwright
+	driver   proc
+	stop     chan struct{} // closed to end the driver watch
+	stopOnce sync.Once
+	stopped  chan struct{} // closed once Stop has returned (or the driver was killed)
+	stopCall sync.Once     // playwright-go's Stop is not safe to call twice at once
+	dead     bool          // under Pool.mu: it died under us
+	stopping bool          // under Pool.mu: we are stopping it
+}
+
+func (in *instance) endWatch() { in.stopOnce.Do(func() { close(in.stop) }) }
+
+// browser is one Chromium process.
+type browser struct {
+	inst     *instance
+	b        playwright.Browser
+	proc     proc
+	gone     chan struct{} // closed once it has disconnected or been dropped
+	contexts map[*Context]struct{}
+	reserved int  // NewContext calls creating a context on it
+	retired  bool // a context close hung: no new contexts, being killed
+	closing  bool // the pool closes it: its disconnect is no crash
+	dropped  bool // out of Pool.browsers
+}
+
+// NewPool checks cfg, starts the Playwright driver and launches the first
+// browser, so that a broken setup fails here rather than at the first lease.
+func NewPool(ctx context.Context, cfg Config) (*Pool, error) {
+	if err := Check(cfg); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	cfg.Args = slices.Clone(cfg.Args)
+	p := &Pool{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		launchSem: make(chan struct{}, 1),
+		closing:   make(chan struct{}),
+		closeDone: make(chan struct{}),
+		contexts:  map[*Context]struct{}{},
+	}
+	if err := p.launch(ctx); err != nil {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.CloseTimeout+cfg.LaunchTimeout)
+		defer cancel()
+		_ = p.Close(closeCtx) // the launch error says more
+		return nil, err
+	}
+	return p, nil
+}
+
+// spawn runs f in a goroutine the pool waits for on Close; once Close is
+// draining, f runs inline (every Playwright call returns at once by then).
+func (p *Pool) spawn(f func()) {
+	p.mu.Lock()
+	if p.draining {
+		p.mu.Unlock()
+		f()
+		return
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.wg.Done()
+		f()
+	}()
+}
+
+// within runs f in a pool goroutine and waits until it returns, d passes or
+// cancel is closed (nil: never). done is false when f still runs.
+func (p *Pool) within(cancel <-chan struct{}, d time.Duration, f func() error) (done bool, err error) {
+	ch := make(chan error, 1)
+	p.spawn(func() { ch <- f() })
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-ch:
+		return true, err
+	case <-t.C:
+	case <-cancel:
+	}
+	return false, nil
+}
+
+// Stats returns a snapshot of the pool's gauges and counters.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Browsers = len(p.browsers)
+	s.Contexts = len(p.contexts)
+	return s
+}
+
+// Processes returns the pids of the current driver and of the live browsers.
+func (p *Pool) Processes() Processes {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out Processes
+	if p.inst != nil {
+		out.Driver = p.inst.driver.pid
+	}
+	for _, br := range p.browsers {
+		out.Browsers = append(out.Browsers, br.proc.pid)
+	}
+	return out
+}
+
+// NewContext opens a new isolated browser context with one page, on a
+// browser with room, launching one (and restarting the driver) if needed.
+func (p *Pool) NewContext(ctx context.Context, opts ContextOptions) (*Context, error) {
+	pwOpts, err := opts.playwright()
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		c, err := p.newContext(ctx, pwOpts)
+		if err == nil {
+			return c, nil
+		}
+		// A browser or driver that died under us is replaced by the next
+		// attempt; anything else is the caller's to see.
+		retry := errors.Is(err, ErrBrowserCrashed) || errors.Is(err, ErrDriverCrashed)
+		if !retry || attempt == newContextAttempts || ctx.Err() != nil {
+			return nil, err
+		}
+		p.log.Info("new context: retrying on another browser", zap.Error(err))
+	}
+}
+
+func (p *Pool) newContext(ctx context.Context, opts playwright.BrowserNewContextOptions) (*Context, error) {
+	br, err := p.reserve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.open(ctx, br, opts)
+}
+
+// reserve returns a browser with a slot reserved for the caller, launching
+// one when none has room.
+func (p *Pool) reserve(ctx context.Context) (*browser, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("new context: %w", ErrClosed)
+		}
+		if br := p.pickLocked(); br != nil {
+			br.reserved++
+			p.mu.Unlock()
+			return br, nil
+		}
+		p.mu.Unlock()
+		if err := p.launch(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// pickLocked returns the fullest browser that still has room, so that
+// contexts pack onto few processes and an idle one stays idle.
+func (p *Pool) pickLocked() *browser {
+	var best *browser
+	for _, br := range p.browsers {
+		if !br.usableLocked() {
+			continue
+		}
+		n := len(br.contexts) + br.reserved
+		if n >= p.cfg.ContextsPerBrowser {
+			continue
+		}
+		if best == nil || n > len(best.contexts)+best.reserved {
+			best = br
+		}
+	}
+	return best
+}
+
+func (br *browser) usableLocked() bool {
+	return !br.retired && !br.closing && !br.dropped && !br.inst.dead && !br.inst.stopping
+}
+
+func (br *browser) idleLocked() bool {
+	return br.usableLocked() && len(br.contexts) == 0 && br.reserved == 0
+}
+
+// launch adds one browser to the pool, unless another launch already made
+// room. It returns when the browser is up or ctx ends; a launch cut short
+// by ctx still completes and leaves its browser idle in the pool.
+func (p *Pool) launch(ctx context.Context) error {
+	select {
+	case p.launchSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctxError("launch browser", ctx)
+	case <-p.closing:
+		return fmt.Errorf("launch browser: %w", ErrClosed)
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		<-p.launchSem
+		return fmt.Errorf("launch browser: %w", ErrClosed)
+	}
+	if p.pickLocked() != nil {
+		p.mu.Unlock()
+		<-p.launchSem
+		return nil
+	}
+	p.mu.Unlock()
+	done := make(chan error, 1)
+	p.spawn(func() {
+		defer func() { <-p.launchSem }()
+		done <- p.launchBrowser()
+	})
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctxError("launch browser", ctx)
+	}
+}
+
+// launchBrowser starts the driver if none runs, then launches Chromium and
+// adds it to the pool. The caller holds launchSem.
+func (p *Pool) launchBrowser() error {
+	p.mu.Lock()
+	inst := p.inst
+	p.mu.Unlock()
+	if inst == nil {
+		var err error
+		if inst, err = p.startDriver(); err != nil {
+			return err
+		}
+	}
+
+	var before map[proc]string
+	if inst.driver.pid > 0 {
+		before = children(inst.driver.pid)
+	}
+	exe := p.cfg.ExecutablePath
+	args := append([]string{
+		"--disable-gpu", "--disable-quic", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--no-first-run",
+	}, p.cfg.Args...)
+	start := time.Now()
+	b, err := inst.pw.Chromium.Launch(playwright.BrowserTypeLaunchOptions{
+		ExecutablePath: &exe,
+		Headless:       playwright.Bool(true),
+		Args:           args,
+		Timeout:        playwright.Float(float64(p.cfg.LaunchTimeout.Milliseconds())),
+		// The broker shuts down on its own terms: a Ctrl-C must not make
+		// the driver close the browsers under live leases.
+		HandleSIGINT:  playwright.Bool(false),
+		HandleSIGTERM: playwright.Bool(false),
+		HandleSIGHUP:  playwright.Bool(false),
+	})
+	if err != nil {
+		if isConnectionError(err) {
+			p.driverDied(inst, "launch failed: "+shortMessage(err))
+			return fmt.Errorf("%w: %w: %s", ErrLaunch, ErrDriverCrashed, shortMessage(err))
+		}
+		return fmt.Errorf("%w: chromium %s: %s", ErrLaunch, exe, shortMessage(err))
+	}
+	var bproc proc
+	if inst.driver.pid > 0 {
+		bproc = newChild(before, children(inst.driver.pid), "")
+	}
+	br := &browser{inst: inst, b: b, proc: bproc, gone: make(chan struct{}), contexts: map[*Context]struct{}{}}
+	b.OnDisconnected(func(playwright.Browser) { p.browserDisconnected(br) })
+
+	p.mu.Lock()
+	if p.closed || inst.dead || inst.stopping {
+		p.mu.Unlock()
+		p.closeBrowser(br)
+		if p.isClosed() {
+			return fmt.Errorf("launch browser: %w", ErrClosed)
+		}
+		return fmt.Errorf("launch browser: %w", ErrDriverCrashed)
+	}
+	p.browsers = append(p.browsers, br)
+	p.stats.Launches++
+	p.mu.Unlock()
+	if !b.IsConnected() { // died before the handler was in place
+		p.browserDisconnected(br)
+	}
+	p.log.Info("browser launched", zap.Int("pid", bproc.pid), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+func (p *Pool) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// startDriver runs a new Playwright driver and makes it the pool's.
+func (p *Pool) startDriver() (*instance, error) {
+	runMu.Lock()
+	defer runMu.Unlock()
+	self := os.Getpid()
+	before := children(self)
+	type result struct {
+		pw  *playwright.Playwright
+		err error
+	}
+	ch := make(chan result, 1)
+	p.spawn(func() {
+		pw, err := playwright.Run(&playwright.RunOptions{
+			DriverDirectory:     p.cfg.DriverDir,
+			SkipInstallBrowsers: true,
+			Verbose:             false,
+		})
+		ch <- result{pw, err}
+	})
+	var r result
+	select {
+	case r = <-ch:
+	case <-time.After(p.cfg.LaunchTimeout):
+		// Run has no timeout of its own: kill the driver it started, which
+		// makes it return.
+		driver := newChild(before, children(self), "run-driver")
+		driver.kill()
+		p.spawn(func() {
+			if r := <-ch; r.err == nil {
+				_ = r.pw.Stop()
+			}
+		})
+		return nil, fmt.Errorf("%w: playwright driver did not start within %s", ErrLaunch, p.cfg.LaunchTimeout)
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: playwright driver in %s: %s", ErrLaunch, p.cfg.DriverDir, shortMessage(r.err))
+	}
+	inst := &instance{pw: r.pw, stop: make(chan struct{}), stopped: make(chan struct{})}
+	inst.driver = newChild(before, children(self), "run-driver")
+	if inst.driver.pid == 0 {
+		p.log.Warn("playwright driver pid not found; driver deaths are seen from call errors only")
+	}
+
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.stopDriver(inst)
+		return nil, fmt.Errorf("start driver: %w", ErrClosed)
+	}
+	p.started++
+	if p.started > 1 {
+		p.stats.DriverRestarts++
+	}
+	p.inst = inst
+	p.instances = append(p.instances, inst)
+	p.mu.Unlock()
+
+	if inst.driver.pid > 0 {
+		p.spawn(func() { p.watchDriver(inst) })
+	}
+	p.log.Info("playwright driver started", zap.Int("pid", inst.driver.pid))
+	return inst, nil
+}
+
+// watchDriver notices the driver's death even when no call is pending.
+func (p *Pool) watchDriver(inst *instance) {
+	t := time.NewTicker(driverWatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-inst.stop:
+			return
+		case <-t.C:
+			if !inst.driver.alive() {
+				p.driverDied(inst, "driver process exited")
+				return
+			}
+		}
+	}
+}
+
+// driverDied handles the death of a driver: every context on its browsers
+// is lost, and the next launch starts a new driver.
+func (p *Pool) driverDied(inst *instance, why string) {
+	p.mu.Lock()
+	if inst.dead || inst.stopping {
+		p.mu.Unlock()
+		return
+	}
+	inst.dead = true
+	p.stats.DriverCrashes++
+	if p.inst == inst {
+		p.inst = nil
+	}
+	var lost []*Context
+	var dead []*browser
+	for _, br := range p.browsers {
+		if br.inst != inst {
+			continue
+		}
+		dead = append(dead, br)
+		for c := range br.contexts {
+			lost = append(lost, c)
+		}
+	}
+	for _, br := range dead {
+		p.dropLocked(br)
+	}
+	p.mu.Unlock()
+
+	p.log.Error("playwright driver died", zap.Int("pid", inst.driver.pid), zap.String("why", why),
+		zap.Int("browsers", len(dead)), zap.Int("contexts_lost", len(lost)))
+	err := fmt.Errorf("%w: %s", ErrDriverCrashed, why)
+	for _, c := range lost {
+		c.markLost(err)
+	}
+	p.spawn(func() {
+		p.stopDriver(inst)
+		// Chromium exits when its pipe to the driver closes; make sure.
+		for _, br := range dead {
+			br.proc.kill()
+		}
+	})
+}
+
+// stopDriver stops a driver's connection and process, killing it when Stop
+// hangs, and forgets it.
+func (p *Pool) stopDriver(inst *instance) {
+	p.mu.Lock()
+	inst.stopping = true
+	if p.inst == inst {
+		p.inst = nil
+	}
+	p.mu.Unlock()
+	inst.endWatch()
+	inst.stopCall.Do(func() {
+		if done, _ := p.within(nil, p.cfg.CloseTimeout, inst.pw.Stop); !done {
+			p.log.Warn("playwright driver did not stop; killing it", zap.Int("pid", inst.driver.pid))
+			inst.driver.kill()
+		}
+		close(inst.stopped)
+	})
+	<-inst.stopped
+	p.mu.Lock()
+	p.instances = slices.DeleteFunc(p.instances, func(i *instance) bool { return i == inst })
+	p.mu.Unlock()
+}
+
+// dropLocked takes br out of the pool.
+func (p *Pool) dropLocked(br *browser) {
+	if br.dropped {
+		return
+	}
+	br.dropped = true
+	close(br.gone)
+	p.browsers = slices.DeleteFunc(p.browsers, func(b *browser) bool { return b == br })
+}
+
+// browserDisconnected runs (on playwright-go's dispatch goroutine) when a
+// browser's connection ends. Unless the pool closed it, that is a crash and
+// its contexts are lost.
+func (p *Pool) browserDisconnected(br *browser) {
+	p.mu.Lock()
+	if br.dropped {
+		p.mu.Unlock()
+		return
+	}
+	crashed := !br.closing && !br.retired
+	var lost []*Context
+	if crashed {
+		p.stats.BrowserCrashes++
+		for c := range br.contexts {
+			lost = append(lost, c)
+		}
+	}
+	p.dropLocked(br)
+	p.mu.Unlock()
+	if !crashed {
+		return
+	}
+	p.log.Error("browser disconnected", zap.Int("pid", br.proc.pid), zap.Int("contexts_lost", len(lost)))
+	err := fmt.Errorf("%w: browser process disconnected", ErrBrowserCrashed)
+	for _, c := range lost {
+		c.markLost(err)
+	}
+}
+
+// closeBrowser closes a browser, killing it when the close hangs, and waits
+// until it is gone.
+func (p *Pool) closeBrowser(br *browser) {
+	p.mu.Lock()
+	br.closing = true
+	p.mu.Unlock()
+	if done, _ := p.within(nil, p.cfg.CloseTimeout, func() error { return br.b.Close() }); !done {
+		p.log.Warn("browser close hung; killing it", zap.Int("pid", br.proc.pid))
+		br.proc.kill()
+	}
+	p.awaitGone(br)
+}
+
+// retire takes a browser whose context close hung out of service: its other
+// contexts are lost and its process is killed.
+func (p *Pool) retire(br *browser, closing *Context) {
+	p.mu.Lock()
+	if br.retired || br.dropped {
+		p.mu.Unlock()
+		return
+	}
+	br.retired = true
+	p.stats.Retired++
+	var lost []*Context
+	for c := range br.contexts {
+		if c != closing {
+			lost = append(lost, c)
+		}
+	}
+	p.mu.Unlock()
+	p.log.Error("context close hung; retiring its browser",
+		zap.Int("pid", br.proc.pid), zap.Int("contexts_lost", len(lost)))
+	err := fmt.Errorf("%w: browser retired after a hung context close", ErrBrowserCrashed)
+	for _, c := range lost {
+		c.markLost(err)
+	}
+	p.spawn(func() {
+		if br.proc.pid > 0 {
+			br.proc.kill()
+		} else if done, _ := p.within(nil, p.cfg.CloseTimeout, func() error { return br.b.Close() }); !done {
+			p.log.Error("retired browser pid unknown and close hung; it may linger until the driver stops")
+		}
+		p.awaitGone(br)
+	})
+}
+
+// awaitGone waits (up to CloseTimeout) for br's disconnect, then drops it
+// from the pool anyway.
+func (p *Pool) awaitGone(br *browser) {
+	select {
+	case <-br.gone:
+	case <-time.After(p.cfg.CloseTimeout):
+		p.log.Warn("browser did not disconnect", zap.Int("pid", br.proc.pid))
+		p.mu.Lock()
+		p.dropLocked(br)
+		p.mu.Unlock()
+	}
+	waitExit(p.cfg.CloseTimeout, br.proc)
+}
+
+// open creates a context on br, whose slot the caller reserved. If ctx ends
+// first, the context is still created and then closed in the background.
+func (p *Pool) open(ctx context.Context, br *browser, opts playwright.BrowserNewContextOptions) (*Context, error) {
+	type result struct {
+		c   *Context
+		err error
+	}
+	var (
+		mu        sync.Mutex
+		abandoned bool
+	)
+	ch := make(chan result, 1)
+	p.spawn(func() {
+		c, err := p.create(br, opts)
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			if c != nil {
+				p.spawn(func() { _ = c.Close(context.Background()) })
+			}
+			return
+		}
+		ch <- result{c, err}
+	})
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if err := p.handOut(r.c); err != nil {
+			_ = r.c.Close(context.Background())
+			return nil, err
+		}
+		return r.c, nil
+	case <-ctx.Done():
+		mu.Lock()
+		abandoned = true
+		select {
+		case r := <-ch: // finished just now
+			if r.c != nil {
+				p.spawn(func() { _ = r.c.Close(context.Background()) })
+			}
+		default:
+		}
+		mu.Unlock()
+		return nil, ctxError("new context", ctx)
+	}
+}
+
+// create makes the BrowserContext and its page and registers the Context on
+// br. On failure it gives the reservation back.
+func (p *Pool) create(br *browser, opts playwright.BrowserNewContextOptions) (*Context, error) {
+	bc, err := br.b.NewContext(opts)
+	if err != nil {
+		p.mu.Lock()
+		br.reserved--
+		p.mu.Unlock()
+		return nil, p.createError(br, err)
+	}
+	c := newContext(p, br, bc)
+	p.mu.Lock()
+	br.reserved--
+	br.contexts[c] = struct{}{}
+	dropped, dead := br.dropped, br.inst.dead
+	p.mu.Unlock()
+	if dropped || dead {
+		// The browser died between NewContext and now, and its crash
+		// handler did not see c.
+		lostErr := fmt.Errorf("%w: browser process disconnected", ErrBrowserCrashed)
+		if dead {
+			lostErr = fmt.Errorf("%w: driver died", ErrDriverCrashed)
+		}
+		c.markLost(lostErr)
+	}
+	page, err := bc.NewPage()
+	if err != nil {
+		err = p.createError(br, err)
+		_ = c.Close(context.Background())
+		return nil, err
+	}
+	c.install(page)
+	return c, nil
+}
+
+// createError classifies a failure to create a context or its page.
+func (p *Pool) createError(br *browser, err error) error {
+	msg := shortMessage(err)
+	if isConnectionError(err) {
+		p.driverDied(br.inst, "call failed: "+msg)
+		return fmt.Errorf("new context: %w: %s", ErrDriverCrashed, msg)
+	}
+	if errors.Is(err, playwright.ErrTargetClosed) {
+		return fmt.Errorf("new context: %w: %s", ErrBrowserCrashed, msg)
+	}
+	if pe := (*playwright.Error)(nil); errors.As(err, &pe) {
+		// What Playwright refuses here is the options: some (time zone,
+		// locale, proxy) it checks only when it creates the context or
+		// applies them to the page.
+		return fmt.Errorf("new context: %w: %s", ErrInvalidArgument, msg)
+	}
+	return fmt.Errorf("new context: %s", msg)
+}
+
+// handOut counts c as the caller's, unless it died while being made.
+func (p *Pool) handOut(c *Context) error {
+	if err := c.LostErr(); err != nil {
+		return fmt.Errorf("new context: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("new context: %w", ErrClosed)
+	}
+	p.contexts[c] = struct{}{}
+	return nil
+}
+
+// contextClosed does the pool's part of closing c, once: c leaves its
+// browser and the count, and a browser left idle beside another idle one
+// is closed.
+func (p *Pool) contextClosed(c *Context) {
+	br := c.br
+	p.mu.Lock()
+	delete(p.contexts, c)
+	delete(br.contexts, c)
+	closeIdle := false
+	if !p.closed && br.idleLocked() {
+		for _, other := range p.browsers {
+			if other != br && other.idleLocked() {
+				closeIdle = true
+				br.closing = true // no new context may pick it
+				break
+			}
+		}
+	}
+	p.mu.Unlock()
+	if closeIdle {
+		p.log.Info("closing surplus idle browser", zap.Int("pid", br.proc.pid))
+		p.spawn(func() { p.closeBrowser(br) })
+	}
+}
+
+// Close closes every context and browser, stops the driver and waits until
+// the pool's goroutines and processes are gone. Contexts still held by
+// callers are closed: their commands fail with ErrClosed and their Close
+// returns nil. Close is idempotent; later calls wait for the first.
+func (p *Pool) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		done := p.closeDone
+		p.mu.Unlock()
+		select {
+		case <-done:
+			return p.closeErr
+		case <-ctx.Done():
+			return ctxError("close pool", ctx)
+		}
+	}
+	p.closed = true
+	close(p.closing)
+	var all []*Context
+	for c := range p.contexts {
+		all = append(all, c)
+	}
+	for _, br := range p.browsers {
+		for c := range br.contexts {
+			if _, ok := p.contexts[c]; !ok {
+				all = append(all, c)
+			}
+		}
+	}
+	p.mu.Unlock()
+
+	var errs []error
+	var wg sync.WaitGroup
+	for _, c := range all {
+		wg.Go(func() { _ = c.Close(ctx) })
+	}
+	wg.Wait()
+
+	// Wait out a launch in flight: it sees closed and undoes itself.
+	select {
+	case p.launchSem <- struct{}{}:
+	case <-ctx.Done():
+		errs = append(errs, ctxError("close pool: wait for launch", ctx))
+	}
+
+	p.mu.Lock()
+	browsers := slices.Clone(p.browsers)
+	p.mu.Unlock()
+	for _, br := range browsers {
+		wg.Go(func() { p.closeBrowser(br) })
+	}
+	wg.Wait()
+
+	p.mu.Lock()
+	insts := slices.Clone(p.instances)
+	p.mu.Unlock()
+	var procs []proc
+	for _, inst := range insts {
+		p.stopDriver(inst)
+		procs = append(procs, inst.driver)
+	}
+	for _, br := range browsers {
+		procs = append(procs, br.proc)
+	}
+
+	p.mu.Lock()
+	p.draining = true
+	p.mu.Unlock()
+	drained := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		errs = append(errs, ctxError("close pool: wait for goroutines", ctx))
+	}
+
+	// Stop has reaped the driver; make sure nothing it started outlives us.
+	if !waitExit(p.cfg.CloseTimeout, procs...) {
+		for _, pr := range procs {
+			pr.kill()
+		}
+		errs = append(errs, errors.New("close pool: processes had to be killed"))
+	}
+	p.closeErr = errors.Join(errs...)
+	close(p.closeDone)
+	p.log.Info("browser pool closed")
+	return p.closeErr
+}
