@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -426,5 +427,37 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestBrowserCrashRevokesItsLeases(t *testing.T) {
+	b := newBroker(t, lease.Config{Capacity: 2})
+	h := b.acquire(t, &brokerv1.Acquire{})
+	procs := b.pool.Processes()
+	if len(procs.Browsers) == 0 {
+		t.Fatalf("pool reports no browser pid: %+v", procs)
+	}
+	for _, pid := range procs.Browsers {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill browser %d: %v", pid, err)
+		}
+	}
+	start := time.Now()
+	rev := h.revoked()
+	if rev.Reason != brokerv1.ReclaimReason_RECLAIM_REASON_BROWSER_CRASHED {
+		t.Fatalf("after killing the browser: revoked %v, want BROWSER_CRASHED", rev)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("crash noticed after %v, want within 2s", took)
+	}
+	waitFor(t, "the reclaim to finish", func() bool { return b.leases.Stats().Active == 0 })
+	// The pool relaunches: the next lease works.
+	h2 := b.acquire(t, &brokerv1.Acquire{})
+	ev, err := b.page.Evaluate(context.Background(), &brokerv1.EvaluateRequest{LeaseId: h2.id, Expression: "1 + 1"})
+	if err != nil || ev.ResultJson != "2" {
+		t.Fatalf("Evaluate on a lease after the crash = %v, %v; want 2", ev, err)
+	}
+	if st := b.leases.Stats(); st.InvariantErr != nil || st.Reclaimed[lease.BrowserCrashed] != 1 {
+		t.Fatalf("stats %+v: want one BROWSER_CRASHED reclaim and the invariant", st)
 	}
 }
