@@ -39,8 +39,14 @@ build: ## build bin/broker and bin/client
 run: setup ## start the broker on localhost:7070 with defaults
 	go run ./cmd/broker --driver-dir $(DRIVER_DIR) --chromium $(CHROMIUM) $(ARGS)
 
+# Tests kill browsers and drivers on purpose; what those leave in TMPDIR
+# stays in a folder of ours.
+TEST_TMP := $(CACHE)/test-tmp
+
 test: setup ## run every test, with -race, against real Chromium
-	$(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
+	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
+	TMPDIR=$(TEST_TMP) $(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
+	rm -rf $(TEST_TMP)
 
 lint: setup ## gofmt, go vet, buf lint, and gen/ up to date with proto/
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \

@@ -23,7 +23,7 @@ as_root() {
 if ! [ -x /usr/bin/chromium ]; then
   log "installing chromium (apt-get)"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
 fi
 
 # Node runs the driver.

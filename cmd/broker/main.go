@@ -180,6 +180,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer lis.Close()
 
+	// Chromium and the driver put profiles and artifacts under TMPDIR and
+	// leave them behind when they crash: give them a folder of ours, removed
+	// when the broker stops.
+	tmp, err := os.MkdirTemp("", "broker-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	os.Setenv("TMPDIR", tmp)
+
 	started := time.Now()
 	pool, err := browser.NewPool(ctx, c.browser)
 	if err != nil {
