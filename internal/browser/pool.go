@@ -53,6 +53,8 @@ type Stats struct {
 	BrowserCrashes uint64
 	// PageCrashes counts renderer crashes of context pages.
 	PageCrashes uint64
+	// OrphansClosed counts browser contexts SweepOrphans closed.
+	OrphansClosed uint64
 }
 
 // Processes are the pids of the pool's processes, for tests and operators.
@@ -182,6 +184,62 @@ func (p *Pool) Stats() Stats {
 	s.Browsers = len(p.browsers)
 	s.Contexts = len(p.contexts)
 	return s
+}
+
+// Contexts lists the contexts handed out by NewContext and not yet closed.
+func (p *Pool) Contexts() []*Context {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Context, 0, len(p.contexts))
+	for c := range p.contexts {
+		out = append(out, c)
+	}
+	return out
+}
+
+// SweepOrphans closes the browser contexts that exist in a browser but that
+// the pool does not know: none should, so each one is a leak the pool's
+// books missed. Browsers with a context being created are skipped this
+// time. It returns how many it closed.
+func (p *Pool) SweepOrphans(ctx context.Context) int {
+	type orphan struct {
+		br *browser
+		bc playwright.BrowserContext
+	}
+	var orphans []orphan
+	p.mu.Lock()
+	for _, br := range p.browsers {
+		if br.reserved > 0 || br.closing || br.retired || br.dropped {
+			continue
+		}
+		known := make(map[playwright.BrowserContext]bool, len(br.contexts))
+		for c := range br.contexts {
+			known[c.bc] = true
+		}
+		for _, bc := range br.b.Contexts() {
+			if !known[bc] {
+				orphans = append(orphans, orphan{br, bc})
+			}
+		}
+	}
+	p.mu.Unlock()
+	closed := 0
+	for _, o := range orphans {
+		limit := p.cfg.CloseTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			limit = min(limit, time.Until(dl))
+		}
+		done, err := p.within(ctx.Done(), limit, func() error { return o.bc.Close() })
+		if done && err == nil {
+			closed++
+		}
+		p.log.Warn("closed an orphan browser context", zap.Int("browser_pid", o.br.proc.pid),
+			zap.Bool("in_time", done), zap.Error(err))
+	}
+	p.mu.Lock()
+	p.stats.OrphansClosed += uint64(closed)
+	p.mu.Unlock()
+	return closed
 }
 
 // Processes returns the pids of the current driver and of the live browsers.

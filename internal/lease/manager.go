@@ -124,6 +124,7 @@ type Manager struct {
 	duplicates  uint64
 	failures    uint64
 	violations  uint64
+	orphans     uint64
 	tombs       map[string]tomb
 	tombOrder   []string
 	tombNext    int

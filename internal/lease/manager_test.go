@@ -617,3 +617,46 @@ func TestListAndGet(t *testing.T) {
 		}
 	})
 }
+
+// sessionLister adds Sessions to the fake backend.
+type listingBackend struct{ *fakeBackend }
+
+func (b listingBackend) Sessions() []Session {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []Session
+	for _, s := range b.sessions {
+		if s.closeCalls.Load() == 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestAuditorClosesOrphanSessionsAndLogsOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fb := &fakeBackend{}
+		m := New(listingBackend{fb}, Config{CheckInterval: time.Second, Jitter: -1})
+		defer m.Close(context.Background())
+		l := mustAcquire(t, m, AcquireRequest{})
+		// A session opened behind the manager's back: nobody owns it.
+		orphan, _ := fb.Open(context.Background(), nil)
+		time.Sleep(1500 * time.Millisecond) // first audit: a suspect, and the books are off
+		if st := m.Stats(); st.OrphansClosed != 0 || st.InvariantViolations != 1 {
+			t.Fatalf("after one audit: %+v; want the violation counted once and no orphan closed yet", st)
+		}
+		time.Sleep(time.Second) // second audit: closed
+		if n := orphan.(*fakeSession).closeCalls.Load(); n != 1 {
+			t.Fatalf("orphan closed %d times, want 1", n)
+		}
+		time.Sleep(time.Second)
+		st := m.Stats()
+		if st.OrphansClosed != 1 || st.InvariantViolations != 1 || st.InvariantErr != nil {
+			t.Fatalf("after the sweep: %+v; want 1 orphan closed, the violation counted once, invariant ok", st)
+		}
+		if n := fb.opened()[0].closeCalls.Load(); n != 0 {
+			t.Fatalf("the leased session was closed %d times by the auditor", n)
+		}
+		l.Reclaim(Released, "")
+	})
+}

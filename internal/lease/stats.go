@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // Get describes the live lease with that id.
@@ -65,7 +63,10 @@ type Stats struct {
 	BackendLive         int
 	InvariantErr        error // nil when the invariant holds
 	InvariantViolations uint64
-	Uptime              time.Duration
+	// OrphansClosed counts sessions the auditor closed because no lease
+	// owned them.
+	OrphansClosed uint64
+	Uptime        time.Duration
 }
 
 // Stats returns the counters and checks the invariant.
@@ -83,6 +84,7 @@ func (m *Manager) Stats() Stats {
 		DuplicateTriggers:   m.duplicates,
 		AcquireFailures:     m.failures,
 		InvariantViolations: m.violations,
+		OrphansClosed:       m.orphans,
 		Uptime:              time.Since(m.start),
 	}
 	if len(m.queue) > 0 {
@@ -127,42 +129,4 @@ func (m *Manager) invariantLocked() (live int, err error) {
 		return live, fmt.Errorf("lease invariant broken: %s", strings.Join(problems, "; "))
 	}
 	return live, nil
-}
-
-// CheckInvariant checks the invariant now; a broken one is logged loudly
-// and counted.
-func (m *Manager) CheckInvariant() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, err := m.invariantLocked()
-	if err != nil {
-		m.violations++
-		ids := make([]string, 0, len(m.leases))
-		for id := range m.leases {
-			ids = append(ids, id)
-		}
-		m.log.Error("LEASE INVARIANT BROKEN", zap.Error(err),
-			zap.Int("active", m.active), zap.Int("closing", m.closing), zap.Int("opening", m.opening),
-			zap.Uint64("granted_total", m.granted), zap.Strings("lease_ids", ids),
-			zap.Uint64("violations", m.violations))
-	}
-	return err
-}
-
-func (m *Manager) checkLoop() {
-	defer close(m.checkerDone)
-	if m.cfg.CheckInterval < 0 {
-		<-m.stopCheck
-		return
-	}
-	t := time.NewTicker(m.cfg.CheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			m.CheckInvariant()
-		case <-m.stopCheck:
-			return
-		}
-	}
 }

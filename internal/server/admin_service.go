@@ -68,6 +68,7 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 		InvariantOk:         st.InvariantErr == nil,
 		InvariantViolations: st.InvariantViolations,
 		AcquireFailures:     st.AcquireFailures,
+		OrphansClosed:       st.OrphansClosed,
 		Uptime:              durationpb.New(st.Uptime),
 	}
 	for _, r := range lease.Reasons() {

@@ -31,7 +31,11 @@ type BrowserBackend struct {
 	Pool *browser.Pool
 }
 
-var _ lease.Backend = BrowserBackend{}
+var (
+	_ lease.Backend       = BrowserBackend{}
+	_ lease.SessionLister = BrowserBackend{}
+	_ lease.Sweeper       = BrowserBackend{}
+)
 
 // Open creates a browser context from a browser.ContextOptions spec.
 func (b BrowserBackend) Open(ctx context.Context, spec any) (lease.Session, error) {
@@ -48,6 +52,19 @@ func (b BrowserBackend) Open(ctx context.Context, spec any) (lease.Session, erro
 
 // Live counts the contexts the pool has handed out and not yet closed.
 func (b BrowserBackend) Live() int { return b.Pool.Stats().Contexts }
+
+// Sessions lists the contexts the pool has handed out, for the auditor.
+func (b BrowserBackend) Sessions() []lease.Session {
+	cs := b.Pool.Contexts()
+	out := make([]lease.Session, len(cs))
+	for i, c := range cs {
+		out[i] = browserSession{c}
+	}
+	return out
+}
+
+// SweepOrphans closes browser contexts the pool never handed out.
+func (b BrowserBackend) SweepOrphans(ctx context.Context) int { return b.Pool.SweepOrphans(ctx) }
 
 // browserSession is a browser context seen as a lease session.
 type browserSession struct {

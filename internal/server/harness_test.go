@@ -199,8 +199,8 @@ func newBrokerOn(t *testing.T, pool *browser.Pool, cfg lease.Config, lis net.Lis
 func (b *broker) checkSettled(t *testing.T) {
 	t.Helper()
 	st := b.leases.Stats()
-	if st.InvariantErr != nil || st.InvariantViolations != 0 {
-		t.Errorf("invariant: %v (violations %d)", st.InvariantErr, st.InvariantViolations)
+	if st.InvariantErr != nil || st.InvariantViolations != 0 || st.OrphansClosed != 0 {
+		t.Errorf("invariant: %v (violations %d, orphans closed %d)", st.InvariantErr, st.InvariantViolations, st.OrphansClosed)
 	}
 	if st.Active != 0 || b.pool.Stats().Contexts != 0 {
 		t.Errorf("after close: %d leases active, %d browser contexts open; want 0 and 0", st.Active, b.pool.Stats().Contexts)

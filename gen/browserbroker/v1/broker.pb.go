@@ -3003,8 +3003,11 @@ type GetStatsResponse struct {
 	// Acquires that failed (no capacity in time, queue full, browser error).
 	AcquireFailures uint64               `protobuf:"varint,13,opt,name=acquire_failures,json=acquireFailures,proto3" json:"acquire_failures,omitempty"`
 	Uptime          *durationpb.Duration `protobuf:"bytes,14,opt,name=uptime,proto3" json:"uptime,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Browser contexts the auditor closed because no lease owned them (each
+	// one a leak it repaired; should stay 0).
+	OrphansClosed uint64 `protobuf:"varint,15,opt,name=orphans_closed,json=orphansClosed,proto3" json:"orphans_closed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
@@ -3133,6 +3136,13 @@ func (x *GetStatsResponse) GetUptime() *durationpb.Duration {
 		return x.Uptime
 	}
 	return nil
+}
+
+func (x *GetStatsResponse) GetOrphansClosed() uint64 {
+	if x != nil {
+		return x.OrphansClosed
+	}
+	return 0
 }
 
 var File_browserbroker_v1_broker_proto protoreflect.FileDescriptor
@@ -3323,7 +3333,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x0fGetStatsRequest\"\\\n" +
 	"\vReasonCount\x127\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\x06reason\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\xaf\x04\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\xd6\x04\n" +
 	"\x10GetStatsResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\x05R\bcapacity\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x05R\x06active\x12\x18\n" +
@@ -3339,7 +3349,8 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\finvariant_ok\x18\v \x01(\bR\vinvariantOk\x121\n" +
 	"\x14invariant_violations\x18\f \x01(\x04R\x13invariantViolations\x12)\n" +
 	"\x10acquire_failures\x18\r \x01(\x04R\x0facquireFailures\x121\n" +
-	"\x06uptime\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06uptime*\xad\x02\n" +
+	"\x06uptime\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12%\n" +
+	"\x0eorphans_closed\x18\x0f \x01(\x04R\rorphansClosed*\xad\x02\n" +
 	"\rReclaimReason\x12\x1e\n" +
 	"\x1aRECLAIM_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RECLAIM_REASON_RELEASED\x10\x01\x12 \n" +
