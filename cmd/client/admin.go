@@ -9,15 +9,6 @@ import (
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 )
 
-// adminClient connects to the broker; call the returned func to close.
-func (c *cli) adminClient() (brokerv1.AdminServiceClient, func(), error) {
-	conn, err := c.dial()
-	if err != nil {
-		return nil, nil, err
-	}
-	return brokerv1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
-}
-
 func (c *cli) leases(ctx context.Context, args []string) error {
 	labels := labelsFlag{}
 	fs := c.flagSet("leases")
@@ -29,28 +20,28 @@ func (c *cli) leases(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageErrorf("leases: unexpected argument %q", rest[0])
 	}
-	admin, closeConn, err := c.adminClient()
+	cl, err := c.dial()
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.ListLeasesResponse, error) {
-		return admin.ListLeases(ctx, &brokerv1.ListLeasesRequest{Labels: labels})
+	defer cl.Close()
+	leases, err := callUnary(ctx, c.timeout, func(ctx context.Context) ([]*brokerv1.LeaseInfo, error) {
+		return cl.Leases(ctx, labels)
 	})
 	if err != nil {
 		return rpcError("leases", err)
 	}
 	if c.json {
-		return writeJSON(c.stdout, resp)
+		return writeJSON(c.stdout, &brokerv1.ListLeasesResponse{Leases: leases})
 	}
-	if len(resp.GetLeases()) == 0 {
+	if len(leases) == 0 {
 		fmt.Fprintln(c.stdout, "no leases")
 		return nil
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tIDLE\tCOMMANDS\tLABELS")
-	for _, l := range resp.GetLeases() {
+	for _, l := range leases {
 		state := enumName(l.GetState())
 		if l.GetReason() != brokerv1.ReclaimReason_RECLAIM_REASON_UNSPECIFIED {
 			state += "(" + enumName(l.GetReason()) + ")"
@@ -72,21 +63,20 @@ func (c *cli) leaseInfo(ctx context.Context, args []string) error {
 		return usageErrorf("lease-info: want one lease ID, got %d arguments", len(rest))
 	}
 	id := rest[0]
-	admin, closeConn, err := c.adminClient()
+	cl, err := c.dial()
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.GetLeaseResponse, error) {
-		return admin.GetLease(ctx, &brokerv1.GetLeaseRequest{LeaseId: id})
+	defer cl.Close()
+	l, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.LeaseInfo, error) {
+		return cl.LeaseInfo(ctx, id)
 	})
 	if err != nil {
 		return rpcError("lease-info "+id, err)
 	}
 	if c.json {
-		return writeJSON(c.stdout, resp)
+		return writeJSON(c.stdout, &brokerv1.GetLeaseResponse{Lease: l})
 	}
-	l := resp.GetLease()
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "id\t%s\n", l.GetLeaseId())
@@ -116,21 +106,21 @@ func (c *cli) revoke(ctx context.Context, args []string) error {
 		return usageErrorf("revoke: want one lease ID, got %d arguments", len(rest))
 	}
 	id := rest[0]
-	admin, closeConn, err := c.adminClient()
+	cl, err := c.dial()
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.RevokeLeaseResponse, error) {
-		return admin.RevokeLease(ctx, &brokerv1.RevokeLeaseRequest{LeaseId: id, Message: message})
+	defer cl.Close()
+	reason, err := callUnary(ctx, c.timeout, func(ctx context.Context) (brokerv1.ReclaimReason, error) {
+		return cl.Revoke(ctx, id, message)
 	})
 	if err != nil {
 		return rpcError("revoke "+id, err)
 	}
 	if c.json {
-		return writeJSON(c.stdout, resp)
+		return writeJSON(c.stdout, &brokerv1.RevokeLeaseResponse{Reason: reason})
 	}
-	fmt.Fprintf(c.stdout, "lease %s ended: %s\n", id, enumName(resp.GetReason()))
+	fmt.Fprintf(c.stdout, "lease %s ended: %s\n", id, enumName(reason))
 	return nil
 }
 
@@ -143,14 +133,12 @@ func (c *cli) stats(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageErrorf("stats: unexpected argument %q", rest[0])
 	}
-	admin, closeConn, err := c.adminClient()
+	cl, err := c.dial()
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	st, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.GetStatsResponse, error) {
-		return admin.GetStats(ctx, &brokerv1.GetStatsRequest{})
-	})
+	defer cl.Close()
+	st, err := callUnary(ctx, c.timeout, cl.Stats)
 	if err != nil {
 		return rpcError("stats", err)
 	}

@@ -5,15 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
-	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/browserbroker/broker/client"
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 )
 
@@ -95,76 +96,59 @@ func (c *cli) lease(ctx context.Context, args []string) error {
 		return usageErrorf("lease: --full-page needs --screenshot")
 	}
 
-	conn, err := c.dial()
+	cl, err := c.dial()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	// Close ends the lease stream on every path; without a release (after
+	// Ctrl-C) the broker reclaims the lease with STREAM_CLOSED.
+	defer cl.Close()
 	s := &leaseSession{
 		c:      c,
 		opts:   o,
-		leases: brokerv1.NewLeaseServiceClient(conn),
-		page:   brokerv1.NewPageServiceClient(conn),
+		client: cl,
 		result: leaseResult{QueuePositions: []int32{}},
 	}
 	return s.run(ctx)
 }
 
-// leaseSession is one run of `client lease`: one lease stream and the page
+// leaseSession is one run of `client lease`: one lease and the page
 // commands sent under it.
 type leaseSession struct {
 	c      *cli
 	opts   leaseOptions
-	leases brokerv1.LeaseServiceClient
-	page   brokerv1.PageServiceClient
-
-	stream grpc.BidiStreamingClient[brokerv1.LeaseRequest, brokerv1.LeaseResponse]
-	// sendMu serialises Send between the main goroutine and the renewer;
-	// grpc allows one sender at a time (and one receiver beside it).
-	sendMu sync.Mutex
+	client *client.Client
 	result leaseResult
 }
 
-// leaseWatch is the receiver of the lease stream after the grant. Its fields
-// are written before done closes and may be read only after.
-type leaseWatch struct {
-	done    chan struct{}
-	revoked *brokerv1.Revoked
-	err     error
-}
-
 func (s *leaseSession) run(ctx context.Context) error {
-	// Ending this context ends the stream, on every return path: without a
-	// release the broker reclaims the lease with STREAM_CLOSED.
-	streamCtx, cancelStream := context.WithCancel(ctx)
-	defer cancelStream()
-	stream, err := s.leases.Lease(streamCtx)
-	if err != nil {
-		return rpcError("acquire", err)
-	}
-	s.stream = stream
-	acquire := &brokerv1.Acquire{
-		Labels: s.opts.labels,
+	l, err := s.client.Acquire(ctx, client.AcquireOptions{
+		TTL:         s.opts.ttl,
+		WaitTimeout: s.opts.wait,
+		Labels:      s.opts.labels,
 		Context: &brokerv1.ContextOptions{
 			Viewport:  s.opts.viewport.v,
 			UserAgent: s.opts.userAgent,
 		},
-	}
-	if s.opts.ttl > 0 {
-		acquire.Ttl = durationpb.New(s.opts.ttl)
-	}
-	if s.opts.wait > 0 {
-		acquire.WaitTimeout = durationpb.New(s.opts.wait)
-	}
-	if err := s.send(&brokerv1.LeaseRequest{Msg: &brokerv1.LeaseRequest_Acquire{Acquire: acquire}}); err != nil {
-		return s.sendError("acquire", err)
-	}
-	granted, err := s.awaitGrant()
+		OnQueued: func(pos int) {
+			s.result.QueuePositions = append(s.result.QueuePositions, int32(pos))
+			if !s.c.json {
+				fmt.Fprintf(s.c.stderr, "queued: position %d\n", pos)
+			}
+		},
+	})
 	if err != nil {
-		return err
+		var re *client.RevokedError
+		if errors.As(err, &re) {
+			return &exitError{
+				code: exitLeaseEnd,
+				msg:  "client: acquire: lease ended before the grant: " + describeEnd(re.Reason, re.Message),
+			}
+		}
+		return callError("acquire", err)
 	}
 
-	err = s.hold(ctx, cancelStream, granted)
+	err = s.hold(ctx, l)
 	if s.c.json {
 		if err != nil {
 			s.result.Error = strings.TrimPrefix(err.Error(), "client: ")
@@ -176,195 +160,95 @@ func (s *leaseSession) run(ctx context.Context) error {
 	return err
 }
 
-func (s *leaseSession) send(req *brokerv1.LeaseRequest) error {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	return s.stream.Send(req)
-}
-
-// sendError reports a failed Send. Send says only io.EOF when the stream has
-// ended; the status comes from Recv.
-func (s *leaseSession) sendError(what string, err error) error {
-	for errors.Is(err, io.EOF) {
-		_, err = s.stream.Recv()
-	}
-	if err == nil || errors.Is(err, io.EOF) {
-		return &exitError{code: exitFailure, msg: fmt.Sprintf("client: %s: lease stream ended", what)}
-	}
-	return rpcError(what, err)
-}
-
-// awaitGrant reads the stream until `granted`, reporting queue positions.
-func (s *leaseSession) awaitGrant() (*brokerv1.Granted, error) {
-	for {
-		msg, err := s.stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil, &exitError{code: exitFailure, msg: "client: acquire: lease stream ended without a grant"}
-		}
-		if err != nil {
-			return nil, rpcError("acquire", err)
-		}
-		switch m := msg.GetMsg().(type) {
-		case *brokerv1.LeaseResponse_Queued:
-			pos := m.Queued.GetPosition()
-			s.result.QueuePositions = append(s.result.QueuePositions, pos)
-			if !s.c.json {
-				fmt.Fprintf(s.c.stderr, "queued: position %d\n", pos)
-			}
-		case *brokerv1.LeaseResponse_Granted:
-			return m.Granted, nil
-		case *brokerv1.LeaseResponse_Revoked:
-			return nil, &exitError{
-				code: exitLeaseEnd,
-				msg:  "client: acquire: lease ended before the grant: " + describeRevoked(m.Revoked),
-			}
-		}
-	}
-}
-
-// hold runs the steps under a granted lease, then releases it and waits for
-// the broker's `revoked`.
-func (s *leaseSession) hold(ctx context.Context, cancelStream context.CancelFunc, granted *brokerv1.Granted) error {
-	id := granted.GetLeaseId()
+// hold runs the steps under a granted lease (which renews itself), then
+// releases it and waits for the broker's answer. A lease that ends mid-run
+// cancels the step in flight, and the rest fail at once.
+func (s *leaseSession) hold(ctx context.Context, l *client.Lease) error {
+	id := l.ID()
 	s.result.LeaseID = id
-	s.result.Granted = protoJSON(granted)
+	s.result.Granted = protoJSON(grantedMessage(l))
 	if !s.c.json {
-		if ttl := granted.GetTtl().AsDuration(); ttl > 0 {
+		if ttl := l.TTL(); ttl > 0 {
 			fmt.Fprintf(s.c.stderr, "lease %s granted (idle TTL %v)\n", id, ttl)
 		} else {
 			fmt.Fprintf(s.c.stderr, "lease %s granted\n", id)
 		}
 	}
 
-	// A `revoked` mid-run cancels the step in flight and skips the rest.
-	cmdCtx, cancelCmds := context.WithCancel(ctx)
-	defer cancelCmds()
-	w := s.watch(cancelCmds)
-	stopRenew := s.renewEvery(granted.GetTtl().AsDuration() / 3)
-	defer func() {
-		stopRenew()
-		cancelStream()
-		<-w.done
-	}()
-
-	workErr := s.work(cmdCtx, id)
-	stopRenew()
+	workErr := s.work(ctx, l)
 	if ctx.Err() != nil {
 		// Interrupted: returning ends the stream and the broker reclaims.
 		return rpcError("lease "+id, ctx.Err())
 	}
-	// Give the lease back, also after a failed step. After a revoke the
-	// stream is over and this send fails harmlessly.
-	if err := s.send(&brokerv1.LeaseRequest{Msg: &brokerv1.LeaseRequest_Release{Release: &brokerv1.Release{}}}); err == nil {
-		_ = s.stream.CloseSend()
-	}
-	revoked, endErr := s.awaitEnd(ctx, w)
-	if revoked != nil {
-		s.result.Revoked = protoJSON(revoked)
+	// Give the lease back, also after a failed step. After the lease ended
+	// Release only reports why.
+	relCtx, cancel := context.WithTimeout(ctx, s.c.timeout)
+	defer cancel()
+	reason, endErr := l.Release(relCtx)
+	if endErr == nil {
+		_, message := l.Reason()
+		s.result.Revoked = protoJSON(&brokerv1.Revoked{Reason: reason, Message: message})
 		if !s.c.json {
-			fmt.Fprintf(s.c.stdout, "lease %s ended: %s\n", id, describeRevoked(revoked))
+			fmt.Fprintf(s.c.stdout, "lease %s ended: %s\n", id, describeEnd(reason, message))
 		}
-		if revoked.GetReason() != brokerv1.ReclaimReason_RECLAIM_REASON_RELEASED {
+		if reason != brokerv1.ReclaimReason_RECLAIM_REASON_RELEASED {
 			return &exitError{
 				code: exitLeaseEnd,
-				msg:  fmt.Sprintf("client: lease %s ended early: %s", id, describeRevoked(revoked)),
+				msg:  fmt.Sprintf("client: lease %s ended early: %s", id, describeEnd(reason, message)),
 			}
 		}
 	}
 	if workErr != nil {
 		return workErr
 	}
-	return endErr
-}
-
-// watch receives from the stream until `revoked` or its end, then calls
-// onEnd.
-func (s *leaseSession) watch(onEnd func()) *leaseWatch {
-	w := &leaseWatch{done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		defer onEnd()
-		for {
-			msg, err := s.stream.Recv()
-			if err != nil {
-				w.err = err
-				return
-			}
-			if rv := msg.GetRevoked(); rv != nil {
-				w.revoked = rv
-				return
-			}
-		}
-	}()
-	return w
-}
-
-// renewEvery sends `renew` every d, so a long step (a slow page, a long
-// wait-for) does not look idle. The returned stop waits for the renewer.
-func (s *leaseSession) renewEvery(d time.Duration) (stop func()) {
-	if d <= 0 {
-		return func() {}
-	}
-	quit := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(d)
-		defer t.Stop()
-		renew := &brokerv1.LeaseRequest{Msg: &brokerv1.LeaseRequest_Renew{Renew: &brokerv1.Renew{}}}
-		for {
-			select {
-			case <-quit:
-				return
-			case <-t.C:
-				if err := s.send(renew); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(quit)
-			<-done
-		})
-	}
-}
-
-// awaitEnd waits, at most --timeout, for the stream's last message.
-func (s *leaseSession) awaitEnd(ctx context.Context, w *leaseWatch) (*brokerv1.Revoked, error) {
-	timer := time.NewTimer(s.c.timeout)
-	defer timer.Stop()
-	select {
-	case <-w.done:
-	case <-ctx.Done():
-		return nil, rpcError("release", ctx.Err())
-	case <-timer.C:
-		return nil, &exitError{
-			code: exitRPC + 4, // DEADLINE_EXCEEDED
+	switch {
+	case endErr == nil:
+		return nil
+	case ctx.Err() != nil:
+		return rpcError("release", ctx.Err())
+	case relCtx.Err() != nil:
+		return &exitError{
+			code: exitRPC + int(codes.DeadlineExceeded),
 			msg:  fmt.Sprintf("client: release: DEADLINE_EXCEEDED: no revoked within %v", s.c.timeout),
 		}
-	}
-	switch {
-	case w.revoked != nil:
-		return w.revoked, nil
-	case errors.Is(w.err, io.EOF):
-		return nil, &exitError{code: exitFailure, msg: "client: release: lease stream ended without a reason"}
 	default:
-		return nil, rpcError("release", w.err)
+		return callError("release", endErr)
 	}
+}
+
+// grantedMessage is the broker's grant, for the --json document.
+func grantedMessage(l *client.Lease) *brokerv1.Granted {
+	g := &brokerv1.Granted{LeaseId: l.ID()}
+	if t := l.ExpiresAt(); !t.IsZero() {
+		g.ExpiresAt = timestamppb.New(t)
+	}
+	if t := l.MaxExpiresAt(); !t.IsZero() {
+		g.MaxExpiresAt = timestamppb.New(t)
+	}
+	if d := l.TTL(); d != 0 {
+		g.Ttl = durationpb.New(d)
+	}
+	return g
+}
+
+// callError reports a failed call: its gRPC status by the convention of
+// rpcError, or (for a broker that ended a stream without a word) exit 1.
+func callError(what string, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return rpcError(what, err)
+	}
+	return &exitError{code: exitFailure, msg: fmt.Sprintf("client: %s: %v", what, err)}
 }
 
 // work runs the steps in their fixed order and stops at the first failure.
-func (s *leaseSession) work(ctx context.Context, id string) error {
+func (s *leaseSession) work(ctx context.Context, l *client.Lease) error {
 	o := s.opts
 	out := s.c.stdout
 	human := !s.c.json
 	timeout := s.c.timeout
 
 	nav, err := callUnary(ctx, timeout, func(ctx context.Context) (*brokerv1.NavigateResponse, error) {
-		return s.page.Navigate(ctx, &brokerv1.NavigateRequest{LeaseId: id, Url: o.url})
+		return l.Navigate(ctx, o.url)
 	})
 	if err != nil {
 		return rpcError("navigate "+o.url, err)
@@ -375,30 +259,29 @@ func (s *leaseSession) work(ctx context.Context, id string) error {
 	}
 
 	if o.waitFor != "" {
-		resp, err := callUnary(ctx, timeout, func(ctx context.Context) (*brokerv1.WaitForSelectorResponse, error) {
-			return s.page.WaitForSelector(ctx, &brokerv1.WaitForSelectorRequest{LeaseId: id, Selector: o.waitFor})
+		found, err := callUnary(ctx, timeout, func(ctx context.Context) (bool, error) {
+			return l.WaitForSelector(ctx, o.waitFor)
 		})
 		if err != nil {
 			return rpcError("wait-for "+o.waitFor, err)
 		}
-		s.result.WaitFor = &waitForResult{Selector: o.waitFor, Found: resp.GetFound()}
+		s.result.WaitFor = &waitForResult{Selector: o.waitFor, Found: found}
 		if human {
-			found := "found"
-			if !resp.GetFound() {
-				found = "not found"
+			what := "found"
+			if !found {
+				what = "not found"
 			}
-			fmt.Fprintf(out, "wait-for %s: %s\n", o.waitFor, found)
+			fmt.Fprintf(out, "wait-for %s: %s\n", o.waitFor, what)
 		}
 	}
 
 	for _, sel := range o.texts {
-		resp, err := callUnary(ctx, timeout, func(ctx context.Context) (*brokerv1.TextResponse, error) {
-			return s.page.Text(ctx, &brokerv1.TextRequest{LeaseId: id, Selector: sel})
+		texts, err := callUnary(ctx, timeout, func(ctx context.Context) ([]string, error) {
+			return l.Text(ctx, sel)
 		})
 		if err != nil {
 			return rpcError("text "+sel, err)
 		}
-		texts := resp.GetTexts()
 		if texts == nil {
 			texts = []string{}
 		}
@@ -414,44 +297,44 @@ func (s *leaseSession) work(ctx context.Context, id string) error {
 	}
 
 	for _, expr := range o.evals {
-		resp, err := callUnary(ctx, timeout, func(ctx context.Context) (*brokerv1.EvaluateResponse, error) {
-			return s.page.Evaluate(ctx, &brokerv1.EvaluateRequest{LeaseId: id, Expression: expr})
+		raw, err := callUnary(ctx, timeout, func(ctx context.Context) (json.RawMessage, error) {
+			return l.Evaluate(ctx, expr, nil)
 		})
 		if err != nil {
 			return rpcError("eval "+expr, err)
 		}
-		value := json.RawMessage(resp.GetResultJson())
+		value := raw
 		if !json.Valid(value) {
-			value, _ = json.Marshal(resp.GetResultJson())
+			value, _ = json.Marshal(string(raw))
 		}
 		s.result.Evals = append(s.result.Evals, evalResult{Expression: expr, Result: value})
 		if human {
-			fmt.Fprintf(out, "eval %s: %s\n", expr, resp.GetResultJson())
+			fmt.Fprintf(out, "eval %s: %s\n", expr, raw)
 		}
 	}
 
 	if o.screenshot != "" {
-		resp, err := callUnary(ctx, timeout, func(ctx context.Context) (*brokerv1.ScreenshotResponse, error) {
-			return s.page.Screenshot(ctx, &brokerv1.ScreenshotRequest{LeaseId: id, FullPage: o.fullPage})
+		data, err := callUnary(ctx, timeout, func(ctx context.Context) ([]byte, error) {
+			return l.Screenshot(ctx, client.ScreenshotOptions{FullPage: o.fullPage})
 		})
 		if err != nil {
 			return rpcError("screenshot", err)
 		}
-		if err := os.WriteFile(o.screenshot, resp.GetData(), 0o644); err != nil {
+		if err := os.WriteFile(o.screenshot, data, 0o644); err != nil {
 			return &exitError{code: exitFailure, msg: fmt.Sprintf("client: screenshot: %v", err)}
 		}
-		s.result.Screenshot = &screenshotResult{Path: o.screenshot, Bytes: len(resp.GetData())}
+		s.result.Screenshot = &screenshotResult{Path: o.screenshot, Bytes: len(data)}
 		if human {
-			fmt.Fprintf(out, "screenshot: %s (%d bytes)\n", o.screenshot, len(resp.GetData()))
+			fmt.Fprintf(out, "screenshot: %s (%d bytes)\n", o.screenshot, len(data))
 		}
 	}
 	return nil
 }
 
-// describeRevoked is "REASON: message", or "REASON" without a message.
-func describeRevoked(rv *brokerv1.Revoked) string {
-	if rv.GetMessage() == "" {
-		return enumName(rv.GetReason())
+// describeEnd is "REASON: message", or "REASON" without a message.
+func describeEnd(reason brokerv1.ReclaimReason, message string) string {
+	if message == "" {
+		return enumName(reason)
 	}
-	return enumName(rv.GetReason()) + ": " + rv.GetMessage()
+	return enumName(reason) + ": " + message
 }

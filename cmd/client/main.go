@@ -19,8 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"github.com/browserbroker/broker/client"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -271,14 +270,14 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, interspersed bool) ([]strin
 	return positional, nil
 }
 
-// dial returns a connection to the broker; it connects lazily, so an
+// dial returns a client of the broker; it connects lazily, so an
 // unreachable broker shows up as UNAVAILABLE on the first call.
-func (c *cli) dial() (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func (c *cli) dial() (*client.Client, error) {
+	cl, err := client.Dial(c.addr)
 	if err != nil {
 		return nil, usageErrorf("--addr %q: %v", c.addr, err)
 	}
-	return conn, nil
+	return cl, nil
 }
 
 // callUnary runs one unary call under the --timeout limit.

@@ -288,6 +288,7 @@ func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	var err error
+	failed := false
 	for {
 		select {
 		case <-w.ready:
@@ -298,9 +299,10 @@ func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func
 			}
 			continue
 		case <-ctx.Done():
-			err = context.Cause(ctx)
+			err = context.Cause(ctx) // the caller gave up: not a failure of ours
 		case <-timer.C:
 			err = fmt.Errorf("%w (waited %v)", ErrNoCapacity, wait)
+			failed = true
 		}
 		break
 	}
@@ -317,7 +319,9 @@ func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func
 	} else {
 		m.removeWaiterLocked(w)
 	}
-	m.failures++
+	if failed {
+		m.failures++
+	}
 	return err
 }
 

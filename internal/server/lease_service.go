@@ -26,7 +26,13 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 	s := ls.s
 	ctx := stream.Context()
 	first, err := stream.Recv()
-	if err != nil {
+	switch {
+	case errors.Is(err, io.EOF):
+		return invalid("the stream ended before acquire")
+	case err != nil:
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
 		return status.FromContextError(err).Err()
 	}
 	acq := first.GetAcquire()
@@ -76,14 +82,11 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 		}
 	}()
 
+	// Each case ends in one trigger at most; the manager decides the
+	// reason, and the holder hears it in a last revoked message.
 	for {
 		select {
 		case <-l.Done():
-			r, msg := l.Reason()
-			// The stream may be gone already; the lease is reclaimed either way.
-			_ = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Revoked{
-				Revoked: &brokerv1.Revoked{Reason: reason(r), Message: msg}}})
-			return nil
 		case err := <-recvErr:
 			why := "stream closed by the client"
 			if errors.Is(err, io.EOF) {
@@ -92,6 +95,8 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 				why = "stream ended: " + st.Code().String()
 			}
 			l.Reclaim(lease.StreamClosed, why)
+		case <-ctx.Done():
+			l.Reclaim(lease.StreamClosed, "stream ended: "+status.FromContextError(ctx.Err()).Code().String())
 		case m := <-msgs:
 			switch m.GetMsg().(type) {
 			case *brokerv1.LeaseRequest_Renew:
@@ -102,7 +107,9 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 				if err := stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Renewed{
 					Renewed: &brokerv1.Renewed{ExpiresAt: timestamppb.New(exp)}}}); err != nil {
 					l.Reclaim(lease.StreamClosed, "could not send renewed: "+err.Error())
+					break
 				}
+				continue
 			case *brokerv1.LeaseRequest_Release:
 				l.Reclaim(lease.Released, "released by the holder")
 			default:
@@ -110,8 +117,11 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 				s.log.Info("lease stream protocol error", zap.String("lease_id", l.ID()), zap.Stringer("reason", r))
 				return invalid("only renew and release may follow acquire; the lease was reclaimed")
 			}
-		case <-ctx.Done():
-			l.Reclaim(lease.StreamClosed, "stream ended: "+status.FromContextError(ctx.Err()).Code().String())
 		}
+		r, msg := l.Reason() // waits until the reclaim is complete
+		// The stream may be gone already; the lease is reclaimed either way.
+		_ = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Revoked{
+			Revoked: &brokerv1.Revoked{Reason: reason(r), Message: msg}}})
+		return nil
 	}
 }

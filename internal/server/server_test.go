@@ -191,6 +191,9 @@ func TestStreamBreakReclaims(t *testing.T) {
 	if n := b.pool.Stats().Contexts; n != 0 {
 		t.Fatalf("browser contexts = %d after the stream broke, want 0", n)
 	}
+	if n := b.leases.Stats().DuplicateTriggers; n != 0 {
+		t.Fatalf("one broken stream counted %d duplicate triggers, want 0 (the handler must trigger once)", n)
+	}
 	b.acquire(t, &brokerv1.Acquire{}) // capacity is back
 }
 
@@ -310,6 +313,15 @@ func TestBadInputGetsClearStatusAndHarmsNothing(t *testing.T) {
 	stream.Send(&brokerv1.LeaseRequest{Msg: &brokerv1.LeaseRequest_Renew{Renew: &brokerv1.Renew{}}})
 	_, err = stream.Recv()
 	wantCode(t, "first message renew", err, codes.InvalidArgument, "must be acquire")
+
+	// A stream closed before any message.
+	stream, err = b.lease.Lease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.CloseSend()
+	_, err = stream.Recv()
+	wantCode(t, "stream closed before acquire", err, codes.InvalidArgument, "before acquire")
 
 	for name, a := range map[string]*brokerv1.Acquire{
 		"negative ttl":  {Ttl: durationpb.New(-time.Second)},
