@@ -33,11 +33,15 @@ setup: ## install Chromium, the Playwright driver and the pinned tools (idempote
 gen: setup ## regenerate gen/ from proto/
 	buf generate
 
-build: ## build bin/broker and bin/client
-	go build -o bin/ ./cmd/...
+# The version the binaries report (broker --version, client --version).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
 
-run: setup ## start the broker on localhost:7070 with defaults
-	go run ./cmd/broker --driver-dir $(DRIVER_DIR) --chromium $(CHROMIUM) $(ARGS)
+build: ## build bin/broker and bin/client
+	go build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/broker ./cmd/client
+
+run: setup ## start the broker on localhost:7070 with defaults (extra flags: ARGS=...)
+	go run -ldflags '$(LDFLAGS)' ./cmd/broker --driver-dir $(DRIVER_DIR) --chromium $(CHROMIUM) $(ARGS)
 
 # Tests kill browsers and drivers on purpose; what those leave in TMPDIR
 # stays in a folder of ours.
@@ -48,11 +52,18 @@ test: setup ## run every test, with -race, against real Chromium
 	TMPDIR=$(TEST_TMP) $(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
 	rm -rf $(TEST_TMP)
 
-lint: setup ## gofmt, go vet, buf lint, and gen/ up to date with proto/
+# buf breaking compares proto/ with the last release tag, or with main when
+# there is none yet.
+HASH := \#
+BREAKING_AGAINST ?= $(shell t=$$(git describe --tags --abbrev=0 --match 'v*' 2>/dev/null); \
+	if [ -n "$$t" ]; then echo ".git$(HASH)tag=$$t"; else echo ".git$(HASH)branch=main"; fi)
+
+lint: setup ## gofmt, go vet, buf lint, buf breaking, and gen/ up to date with proto/
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 		if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	go vet ./...
 	buf lint
+	buf breaking --against '$(BREAKING_AGAINST)'
 	buf generate --output $(CACHE)/gen-check
 	@diff -r gen $(CACHE)/gen-check/gen >/dev/null || { echo "gen/ differs from proto/: run make gen"; exit 1; }
 

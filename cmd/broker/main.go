@@ -35,7 +35,7 @@ const playwrightVersion = "1.52.0"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -157,13 +157,13 @@ func newLogger(c config, w io.Writer) *zap.Logger {
 	return zap.New(zapcore.NewCore(encoder, zapcore.AddSync(w), c.logLevel))
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
 	}
 	if c.showVersion {
-		fmt.Fprintf(stderr, "broker %s (playwright %s)\n", versionString(), playwrightVersion)
+		fmt.Fprintf(stdout, "broker %s (playwright %s)\n", versionString(), playwrightVersion)
 		return nil
 	}
 	log := newLogger(c, stderr)

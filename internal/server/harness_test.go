@@ -113,7 +113,7 @@ func testSite() http.Handler {
 <h1>Hello</h1>
 <form onsubmit="event.preventDefault(); document.querySelector('#out').textContent = 'submitted ' + document.querySelector('#q').value">
 <input id=q name=q><button id=go type=button onclick="document.querySelector('#out').textContent = 'clicked ' + document.querySelector('#q').value">Go</button></form>
-<p id=out></p><ul>%s</ul>
+<p id=out></p><ul>%s</ul><a href="#done">done</a>
 <script>localStorage.setItem('seen', (localStorage.getItem('seen')||'') + 'x')</script>`, items.String())
 	})
 	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
