@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -48,6 +49,7 @@ func main() {
 
 type config struct {
 	addr            string
+	metricsAddr     string
 	lease           lease.Config
 	browser         browser.Config
 	grpc            server.GRPCConfig
@@ -78,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	var args2 stringList
 	fs.StringVar(&c.addr, "addr", "localhost:7070", "listen address")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, such as localhost:9090 (default: off)")
 	fs.IntVar(&c.lease.Capacity, "max-leases", defaultCapacity(), "most leases held at once (default: sized for this machine)")
 	fs.IntVar(&c.lease.MaxQueue, "max-queue", 1000, "most acquires waiting for capacity; beyond it RESOURCE_EXHAUSTED at once")
 	fs.DurationVar(&c.lease.DefaultTTL, "default-ttl", time.Minute, "idle TTL of a lease that asks for none")
@@ -196,16 +199,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("start browsers: %w", err)
 	}
 	leases := lease.New(server.BrowserBackend{Pool: pool}, c.lease)
+	metrics := server.NewMetrics(leases, pool)
 	srv := server.New(server.Config{
 		Leases:            leases,
 		Browsers:          pool,
 		CommandTimeout:    c.commandTimeout,
 		MaxCommandTimeout: c.maxCommand,
+		Metrics:           metrics,
 		Logger:            log.Named("server"),
 	})
 	g, health := server.NewGRPCServer(srv, c.grpc)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
+	if c.metricsAddr != "" {
+		mlis, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler())
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(mlis)
+		defer hs.Close()
+		log.Info("metrics listening", zap.String("addr", mlis.Addr().String()))
+	}
 	log.Info("broker listening", zap.String("addr", lis.Addr().String()),
 		zap.Int("max_leases", c.lease.Capacity), zap.String("version", versionString()),
 		zap.Duration("keepalive_bound", c.grpc.KeepaliveTime+c.grpc.KeepaliveTimeout),

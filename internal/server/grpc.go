@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -30,6 +31,18 @@ type GRPCConfig struct {
 	KeepaliveTimeout time.Duration
 	// MaxRecvMsgSize bounds a request. Default 4 MiB.
 	MaxRecvMsgSize int
+}
+
+// observeCommands times page commands for the metrics.
+func (s *Server) observeCommands(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	method, ok := strings.CutPrefix(info.FullMethod, "/"+brokerv1.PageService_ServiceDesc.ServiceName+"/")
+	if !ok || s.cfg.Metrics == nil {
+		return handler(ctx, req)
+	}
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	s.cfg.Metrics.observeCommand(method, status.Code(err).String(), time.Since(start))
+	return resp, err
 }
 
 // NewGRPCServer returns a gRPC server with the broker's services, the
@@ -60,7 +73,7 @@ func NewGRPCServer(s *Server, cfg GRPCConfig) (*grpc.Server, *health.Server) {
 			PermitWithoutStream: true,
 		}),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
-		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(onPanic)),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(onPanic), s.observeCommands),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(onPanic)),
 	)
 	s.Register(g)

@@ -134,14 +134,15 @@ func testSite() http.Handler {
 // broker is one broker under test: a lease manager over the shared pool,
 // the gRPC edge, and clients over an in-memory connection.
 type broker struct {
-	leases *lease.Manager
-	pool   *browser.Pool
-	grpc   *grpc.Server
-	lis    net.Listener
-	conn   *grpc.ClientConn
-	lease  brokerv1.LeaseServiceClient
-	page   brokerv1.PageServiceClient
-	admin  brokerv1.AdminServiceClient
+	leases  *lease.Manager
+	metrics *Metrics
+	pool    *browser.Pool
+	grpc    *grpc.Server
+	lis     net.Listener
+	conn    *grpc.ClientConn
+	lease   brokerv1.LeaseServiceClient
+	page    brokerv1.PageServiceClient
+	admin   brokerv1.AdminServiceClient
 }
 
 type brokerOption func(*lease.Config, *Config, *GRPCConfig)
@@ -163,7 +164,9 @@ func newBrokerOn(t *testing.T, pool *browser.Pool, cfg lease.Config, lis net.Lis
 	}
 	b := &broker{pool: pool, lis: lis}
 	b.leases = lease.New(BrowserBackend{Pool: pool}, cfg)
+	b.metrics = NewMetrics(b.leases, pool)
 	scfg.Leases = b.leases
+	scfg.Metrics = b.metrics
 	b.grpc, _ = NewGRPCServer(New(scfg), gcfg)
 	go b.grpc.Serve(lis)
 	var dial []grpc.DialOption

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"io"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -43,6 +44,7 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 	if err != nil {
 		return err
 	}
+	asked := time.Now()
 	l, err := s.leases.Acquire(ctx, req, func(pos int) {
 		// A failed send means the stream is gone; Acquire sees ctx end.
 		_ = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Queued{
@@ -51,6 +53,7 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 	if err != nil {
 		return toStatus(s.log, err)
 	}
+	s.cfg.Metrics.observeGrant(time.Since(asked))
 	err = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Granted{Granted: &brokerv1.Granted{
 		LeaseId:      l.ID(),
 		ExpiresAt:    timestamppb.New(l.ExpiresAt()),

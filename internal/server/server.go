@@ -23,6 +23,8 @@ type Config struct {
 	CommandTimeout time.Duration
 	// MaxCommandTimeout caps every page command's time limit. Default 5m.
 	MaxCommandTimeout time.Duration
+	// Metrics, when set, observes grant waits and command durations.
+	Metrics *Metrics
 	// Logger; nil: no logs.
 	Logger *zap.Logger
 }

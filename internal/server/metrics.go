@@ -1,0 +1,136 @@
+package server
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/browserbroker/broker/internal/browser"
+	"github.com/browserbroker/broker/internal/lease"
+)
+
+// Metrics exports the broker to Prometheus. Gauges and counters are read
+// from the lease manager and the browser pool when scraped, so there is
+// one source of truth and nothing to keep in step; only the two latency
+// histograms are observed here, at the edge.
+type Metrics struct {
+	leases   *lease.Manager
+	browsers interface{ Stats() browser.Stats }
+	registry *prometheus.Registry
+
+	grantWait       prometheus.Histogram
+	commandDuration *prometheus.HistogramVec
+}
+
+var (
+	descCapacity   = prometheus.NewDesc("broker_lease_capacity", "Most leases held at once (--max-leases).", nil, nil)
+	descActive     = prometheus.NewDesc("broker_leases_active", "Leases granted and not yet fully reclaimed.", nil, nil)
+	descClosing    = prometheus.NewDesc("broker_leases_closing", "Active leases whose reclaim has begun.", nil, nil)
+	descOpening    = prometheus.NewDesc("broker_leases_opening", "Capacity reserved for browser contexts being created.", nil, nil)
+	descWaiting    = prometheus.NewDesc("broker_leases_waiting", "Acquires waiting in the queue.", nil, nil)
+	descOldestWait = prometheus.NewDesc("broker_queue_oldest_wait_seconds", "How long the head of the queue has waited.", nil, nil)
+	descGranted    = prometheus.NewDesc("broker_leases_granted_total", "Leases granted.", nil, nil)
+	descReclaimed  = prometheus.NewDesc("broker_leases_reclaimed_total", "Leases reclaimed, by the reason that won.", []string{"reason"}, nil)
+	descDuplicates = prometheus.NewDesc("broker_reclaim_duplicate_triggers_total", "Reclaim triggers that fired on a lease already being reclaimed, absorbed.", nil, nil)
+	descFailures   = prometheus.NewDesc("broker_acquire_failures_total", "Acquires that failed: no capacity in time, queue full, or no browser context.", nil, nil)
+	descInvariant  = prometheus.NewDesc("broker_invariant_ok", "1 when granted = active + reclaimed and browser contexts match the leases.", nil, nil)
+	descViolations = prometheus.NewDesc("broker_invariant_violations_total", "Times the auditor found the lease invariant broken.", nil, nil)
+	descOrphans    = prometheus.NewDesc("broker_orphans_closed_total", "Browser contexts the auditor closed because no lease owned them.", nil, nil)
+	descBrowsers   = prometheus.NewDesc("broker_browsers", "Running Chromium processes.", nil, nil)
+	descContexts   = prometheus.NewDesc("broker_browser_contexts", "Browser contexts held for leases.", nil, nil)
+	descCrashes    = prometheus.NewDesc("broker_browser_crashes_total", "Crashes the broker did not cause, by what crashed.", []string{"what"}, nil)
+	descLaunches   = prometheus.NewDesc("broker_browser_launches_total", "Chromium launches.", nil, nil)
+	descRetired    = prometheus.NewDesc("broker_browsers_retired_total", "Browsers retired after a context close hung.", nil, nil)
+)
+
+// NewMetrics returns the broker's metrics, with the Go runtime and process
+// collectors beside them.
+func NewMetrics(leases *lease.Manager, browsers interface{ Stats() browser.Stats }) *Metrics {
+	m := &Metrics{
+		leases:   leases,
+		browsers: browsers,
+		registry: prometheus.NewRegistry(),
+		grantWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "broker_grant_wait_seconds",
+			Help:    "From acquire to granted: queueing plus creating the browser context.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "broker_command_duration_seconds",
+			Help:    "Page command duration, by method and gRPC status code.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"method", "code"}),
+	}
+	m.registry.MustRegister(m, m.grantWait, m.commandDuration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+func (m *Metrics) observeGrant(d time.Duration) {
+	if m != nil {
+		m.grantWait.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) observeCommand(method, code string, d time.Duration) {
+	if m != nil {
+		m.commandDuration.WithLabelValues(method, code).Observe(d.Seconds())
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCapacity, descActive, descClosing, descOpening, descWaiting,
+		descOldestWait, descGranted, descReclaimed, descDuplicates, descFailures, descInvariant,
+		descViolations, descOrphans, descBrowsers, descContexts, descCrashes, descLaunches, descRetired} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: one snapshot of each source.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	st := m.leases.Stats()
+	gauge(descCapacity, float64(st.Capacity))
+	gauge(descActive, float64(st.Active))
+	gauge(descClosing, float64(st.Closing))
+	gauge(descOpening, float64(st.Opening))
+	gauge(descWaiting, float64(st.Waiting))
+	gauge(descOldestWait, st.OldestWait.Seconds())
+	counter(descGranted, st.GrantedTotal)
+	for _, r := range lease.Reasons() {
+		counter(descReclaimed, st.Reclaimed[r], r.String())
+	}
+	counter(descDuplicates, st.DuplicateTriggers)
+	counter(descFailures, st.AcquireFailures)
+	ok := 0.0
+	if st.InvariantErr == nil {
+		ok = 1
+	}
+	gauge(descInvariant, ok)
+	counter(descViolations, st.InvariantViolations)
+	counter(descOrphans, st.OrphansClosed)
+	gauge(descContexts, float64(st.BackendLive))
+	if m.browsers != nil {
+		bs := m.browsers.Stats()
+		gauge(descBrowsers, float64(bs.Browsers))
+		counter(descCrashes, bs.BrowserCrashes, "browser")
+		counter(descCrashes, bs.PageCrashes, "page")
+		counter(descCrashes, bs.DriverCrashes, "driver")
+		counter(descLaunches, bs.Launches)
+		counter(descRetired, uint64(bs.Retired))
+	}
+}
