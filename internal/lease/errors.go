@@ -15,6 +15,8 @@ var (
 	ErrQueueFull = errors.New("lease: wait queue full")
 	// ErrShuttingDown: the manager is closing and grants nothing new.
 	ErrShuttingDown = errors.New("lease: shutting down")
+	// ErrDraining: the manager is draining and grants nothing new.
+	ErrDraining = errors.New("lease: draining: no new leases are granted here")
 	// ErrInvalid: an argument is out of range.
 	ErrInvalid = errors.New("lease: invalid argument")
 	// ErrBackend: the backend failed to open a session.

@@ -114,6 +114,7 @@ type Manager struct {
 
 	mu          sync.Mutex
 	closed      bool
+	draining    bool
 	leases      map[string]*Lease
 	queue       []*waiter
 	active      int // leases in the table: granted and not yet fully reclaimed
@@ -267,6 +268,10 @@ func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func
 	if m.closed {
 		m.mu.Unlock()
 		return ErrShuttingDown
+	}
+	if m.draining {
+		m.mu.Unlock()
+		return ErrDraining
 	}
 	if len(m.queue) == 0 && m.active+m.opening < m.cfg.Capacity {
 		m.opening++
@@ -590,6 +595,26 @@ func (m *Manager) Do(ctx context.Context, id string, fn func(ctx context.Context
 		return context.Cause(l.ctx)
 	}
 	return err
+}
+
+// Drain stops (true) or resumes (false) granting leases. While draining,
+// acquires fail at once with ErrDraining, those waiting in the queue leave
+// it with ErrDraining, and live leases go on until they end.
+func (m *Manager) Drain(on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if on == m.draining {
+		return
+	}
+	m.draining = on
+	m.log.Info("draining", zap.Bool("on", on), zap.Int("active", m.active), zap.Int("waiting", len(m.queue)))
+	if on {
+		for _, w := range m.queue {
+			w.err = ErrDraining
+			close(w.ready)
+		}
+		m.queue = nil
+	}
 }
 
 // Close shuts the manager down: new acquires fail with ErrShuttingDown,

@@ -660,3 +660,29 @@ func TestAuditorClosesOrphanSessionsAndLogsOnce(t *testing.T) {
 		l.Reclaim(Released, "")
 	})
 }
+
+func TestDrainRefusesNewLeasesAndKeepsLiveOnes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, _ := newManager(t, Config{Capacity: 1})
+		live := mustAcquire(t, m, AcquireRequest{})
+		errc := make(chan error, 1)
+		go func() { _, err := m.Acquire(context.Background(), AcquireRequest{}, nil); errc <- err }()
+		synctest.Wait()
+		m.Drain(true)
+		if err := <-errc; !errors.Is(err, ErrDraining) {
+			t.Fatalf("queued acquire when draining began = %v, want ErrDraining", err)
+		}
+		if _, err := m.Acquire(context.Background(), AcquireRequest{}, nil); !errors.Is(err, ErrDraining) {
+			t.Fatalf("Acquire while draining = %v, want ErrDraining", err)
+		}
+		if _, err := live.Renew(); err != nil {
+			t.Fatalf("live lease while draining: %v, want it untouched", err)
+		}
+		if st := m.Stats(); !st.Draining || st.Active != 1 {
+			t.Fatalf("stats while draining = %+v", st)
+		}
+		live.Reclaim(Released, "")
+		m.Drain(false)
+		mustAcquire(t, m, AcquireRequest{})
+	})
+}

@@ -50,6 +50,8 @@ func hasLabels(have, want map[string]string) bool {
 // Stats is a snapshot of the manager's counters, taken under its lock.
 type Stats struct {
 	Capacity int
+	// Draining is true while the manager grants nothing new.
+	Draining bool
 	// Active counts leases granted and not fully reclaimed, Closing the
 	// part of them whose reclaim has begun.
 	Active, Closing, Opening, Waiting int
@@ -75,6 +77,7 @@ func (m *Manager) Stats() Stats {
 	defer m.mu.Unlock()
 	s := Stats{
 		Capacity:            m.cfg.Capacity,
+		Draining:            m.draining,
 		Active:              m.active,
 		Closing:             m.closing,
 		Opening:             m.opening,

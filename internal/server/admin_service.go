@@ -69,6 +69,7 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 		InvariantViolations: st.InvariantViolations,
 		AcquireFailures:     st.AcquireFailures,
 		OrphansClosed:       st.OrphansClosed,
+		Draining:            st.Draining,
 		Uptime:              durationpb.New(st.Uptime),
 	}
 	for _, r := range lease.Reasons() {
@@ -78,4 +79,16 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 		out.Browsers = int32(as.s.cfg.Browsers.Stats().Browsers)
 	}
 	return out, nil
+}
+
+func (as *adminService) Drain(ctx context.Context, req *brokerv1.DrainRequest) (*brokerv1.DrainResponse, error) {
+	as.s.leases.Drain(true)
+	as.s.setLeaseServing(false)
+	return &brokerv1.DrainResponse{Active: int32(as.s.leases.Stats().Active)}, nil
+}
+
+func (as *adminService) Undrain(ctx context.Context, req *brokerv1.UndrainRequest) (*brokerv1.UndrainResponse, error) {
+	as.s.leases.Drain(false)
+	as.s.setLeaseServing(true)
+	return &brokerv1.UndrainResponse{}, nil
 }

@@ -23,6 +23,7 @@ var errorCodes = []struct {
 	{lease.ErrNoCapacity, codes.ResourceExhausted},
 	{lease.ErrQueueFull, codes.ResourceExhausted},
 	{lease.ErrShuttingDown, codes.Unavailable},
+	{lease.ErrDraining, codes.Unavailable},
 	{browser.ErrInvalidArgument, codes.InvalidArgument},
 	{browser.ErrEvaluation, codes.InvalidArgument},
 	{browser.ErrTimeout, codes.DeadlineExceeded},

@@ -82,6 +82,7 @@ func NewGRPCServer(s *Server, cfg GRPCConfig) (*grpc.Server, *health.Server) {
 		brokerv1.PageService_ServiceDesc.ServiceName, brokerv1.AdminService_ServiceDesc.ServiceName} {
 		h.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
+	s.health = h
 	healthpb.RegisterHealthServer(g, h)
 	reflection.Register(g)
 	return g, h

@@ -81,6 +81,8 @@ func TestReadmeGrpcurlRecipes(t *testing.T) {
 		"AdminService/ListLeases":                held.id,
 		"AdminService/GetLease":                  held.id,
 		"AdminService/RevokeLease":               "RECLAIM_REASON_REVOKED",
+		"AdminService/Drain":                     "{",
+		"AdminService/Undrain":                   "{",
 	}
 	seen := map[string]bool{}
 	for _, recipe := range recipes {
@@ -101,6 +103,9 @@ func TestReadmeGrpcurlRecipes(t *testing.T) {
 					t.Errorf("README recipe %s printed:\n%s\nwant it to contain %q", recipe, out, w)
 				}
 			}
+		}
+		if strings.Contains(recipe, `"service": "browserbroker.v1.LeaseService"`) && !strings.Contains(string(out), "NOT_SERVING") {
+			t.Errorf("health of the lease service after Drain printed %s, want NOT_SERVING", out)
 		}
 		if strings.Contains(recipe, `"expression": "document.title"`) && !strings.Contains(string(out), `Test Site`) {
 			t.Errorf("Evaluate recipe printed %s, want the title", out)

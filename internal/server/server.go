@@ -6,6 +6,8 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 	"github.com/browserbroker/broker/internal/browser"
@@ -34,6 +36,19 @@ type Server struct {
 	cfg    Config
 	leases *lease.Manager
 	log    *zap.Logger
+	health *health.Server // set by NewGRPCServer
+}
+
+// setLeaseServing reports the lease service's readiness to health checks.
+func (s *Server) setLeaseServing(on bool) {
+	if s.health == nil {
+		return
+	}
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if on {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus(brokerv1.LeaseService_ServiceDesc.ServiceName, st)
 }
 
 var (

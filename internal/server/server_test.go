@@ -473,3 +473,27 @@ func TestBrowserCrashRevokesItsLeases(t *testing.T) {
 		t.Fatalf("stats %+v: want one BROWSER_CRASHED reclaim and the invariant", st)
 	}
 }
+
+func TestDrainAndUndrain(t *testing.T) {
+	b := newBroker(t, lease.Config{Capacity: 2})
+	ctx := context.Background()
+	live := b.acquire(t, &brokerv1.Acquire{})
+	resp, err := b.admin.Drain(ctx, &brokerv1.DrainRequest{})
+	if err != nil || resp.Active != 1 {
+		t.Fatalf("Drain = %v, %v; want 1 live lease reported", resp, err)
+	}
+	_, err = b.tryAcquire(t, &brokerv1.Acquire{})
+	wantCode(t, "acquire while draining", err, codes.Unavailable, "draining")
+	if _, err := b.page.Navigate(ctx, &brokerv1.NavigateRequest{LeaseId: live.id, Url: site.URL}); err != nil {
+		t.Fatalf("live lease while draining: %v", err)
+	}
+	st, _ := b.admin.GetStats(ctx, &brokerv1.GetStatsRequest{})
+	if !st.GetDraining() {
+		t.Fatalf("GetStats.draining = false while draining")
+	}
+	if _, err := b.admin.Undrain(ctx, &brokerv1.UndrainRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	b.acquire(t, &brokerv1.Acquire{}).release()
+	live.release()
+}

@@ -2490,6 +2490,159 @@ func (*SetCookiesResponse) Descriptor() ([]byte, []int) {
 	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{34}
 }
 
+type DrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{35}
+}
+
+type DrainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Leases still live, to wait for.
+	Active        int32 `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *DrainResponse) GetActive() int32 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+type UndrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UndrainRequest) Reset() {
+	*x = UndrainRequest{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UndrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UndrainRequest) ProtoMessage() {}
+
+func (x *UndrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UndrainRequest.ProtoReflect.Descriptor instead.
+func (*UndrainRequest) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{37}
+}
+
+type UndrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UndrainResponse) Reset() {
+	*x = UndrainResponse{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UndrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UndrainResponse) ProtoMessage() {}
+
+func (x *UndrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UndrainResponse.ProtoReflect.Descriptor instead.
+func (*UndrainResponse) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{38}
+}
+
 // LeaseInfo describes a live lease.
 type LeaseInfo struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -2510,7 +2663,7 @@ type LeaseInfo struct {
 
 func (x *LeaseInfo) Reset() {
 	*x = LeaseInfo{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2675,7 @@ func (x *LeaseInfo) String() string {
 func (*LeaseInfo) ProtoMessage() {}
 
 func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2688,7 @@ func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
 func (*LeaseInfo) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{35}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LeaseInfo) GetLeaseId() string {
@@ -2618,7 +2771,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2630,7 +2783,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2643,7 +2796,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{36}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListLeasesRequest) GetLabels() map[string]string {
@@ -2662,7 +2815,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +2827,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +2840,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{37}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*LeaseInfo {
@@ -2706,7 +2859,7 @@ type GetLeaseRequest struct {
 
 func (x *GetLeaseRequest) Reset() {
 	*x = GetLeaseRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +2871,7 @@ func (x *GetLeaseRequest) String() string {
 func (*GetLeaseRequest) ProtoMessage() {}
 
 func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +2884,7 @@ func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaseRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{38}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetLeaseRequest) GetLeaseId() string {
@@ -2750,7 +2903,7 @@ type GetLeaseResponse struct {
 
 func (x *GetLeaseResponse) Reset() {
 	*x = GetLeaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +2915,7 @@ func (x *GetLeaseResponse) String() string {
 func (*GetLeaseResponse) ProtoMessage() {}
 
 func (x *GetLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +2928,7 @@ func (x *GetLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaseResponse.ProtoReflect.Descriptor instead.
 func (*GetLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{39}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetLeaseResponse) GetLease() *LeaseInfo {
@@ -2796,7 +2949,7 @@ type RevokeLeaseRequest struct {
 
 func (x *RevokeLeaseRequest) Reset() {
 	*x = RevokeLeaseRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +2961,7 @@ func (x *RevokeLeaseRequest) String() string {
 func (*RevokeLeaseRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +2974,7 @@ func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{40}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RevokeLeaseRequest) GetLeaseId() string {
@@ -2849,7 +3002,7 @@ type RevokeLeaseResponse struct {
 
 func (x *RevokeLeaseResponse) Reset() {
 	*x = RevokeLeaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3014,7 @@ func (x *RevokeLeaseResponse) String() string {
 func (*RevokeLeaseResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3027,7 @@ func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{41}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RevokeLeaseResponse) GetReason() ReclaimReason {
@@ -2892,7 +3045,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3057,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3070,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{42}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
 }
 
 // ReasonCount is a counter per reclaim reason.
@@ -2931,7 +3084,7 @@ type ReasonCount struct {
 
 func (x *ReasonCount) Reset() {
 	*x = ReasonCount{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2943,7 +3096,7 @@ func (x *ReasonCount) String() string {
 func (*ReasonCount) ProtoMessage() {}
 
 func (x *ReasonCount) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2956,7 +3109,7 @@ func (x *ReasonCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReasonCount.ProtoReflect.Descriptor instead.
 func (*ReasonCount) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{43}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReasonCount) GetReason() ReclaimReason {
@@ -3006,13 +3159,15 @@ type GetStatsResponse struct {
 	// Browser contexts the auditor closed because no lease owned them (each
 	// one a leak it repaired; should stay 0).
 	OrphansClosed uint64 `protobuf:"varint,15,opt,name=orphans_closed,json=orphansClosed,proto3" json:"orphans_closed,omitempty"`
+	// True while the broker is draining (see Drain).
+	Draining      bool `protobuf:"varint,16,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3024,7 +3179,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3037,7 +3192,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{44}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetStatsResponse) GetCapacity() int32 {
@@ -3143,6 +3298,13 @@ func (x *GetStatsResponse) GetOrphansClosed() uint64 {
 		return x.OrphansClosed
 	}
 	return 0
+}
+
+func (x *GetStatsResponse) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 var File_browserbroker_v1_broker_proto protoreflect.FileDescriptor
@@ -3296,7 +3458,12 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x11SetCookiesRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x122\n" +
 	"\acookies\x18\x02 \x03(\v2\x18.browserbroker.v1.CookieR\acookies\"\x14\n" +
-	"\x12SetCookiesResponse\"\xd6\x04\n" +
+	"\x12SetCookiesResponse\"\x0e\n" +
+	"\fDrainRequest\"'\n" +
+	"\rDrainResponse\x12\x16\n" +
+	"\x06active\x18\x01 \x01(\x05R\x06active\"\x10\n" +
+	"\x0eUndrainRequest\"\x11\n" +
+	"\x0fUndrainResponse\"\xd6\x04\n" +
 	"\tLeaseInfo\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x122\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1c.browserbroker.v1.LeaseStateR\x05state\x12?\n" +
@@ -3333,7 +3500,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x0fGetStatsRequest\"\\\n" +
 	"\vReasonCount\x127\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\x06reason\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\xd6\x04\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\xf2\x04\n" +
 	"\x10GetStatsResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\x05R\bcapacity\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x05R\x06active\x12\x18\n" +
@@ -3350,7 +3517,8 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x14invariant_violations\x18\f \x01(\x04R\x13invariantViolations\x12)\n" +
 	"\x10acquire_failures\x18\r \x01(\x04R\x0facquireFailures\x121\n" +
 	"\x06uptime\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12%\n" +
-	"\x0eorphans_closed\x18\x0f \x01(\x04R\rorphansClosed*\xad\x02\n" +
+	"\x0eorphans_closed\x18\x0f \x01(\x04R\rorphansClosed\x12\x1a\n" +
+	"\bdraining\x18\x10 \x01(\bR\bdraining*\xad\x02\n" +
 	"\rReclaimReason\x12\x1e\n" +
 	"\x1aRECLAIM_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RECLAIM_REASON_RELEASED\x10\x01\x12 \n" +
@@ -3398,13 +3566,15 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\n" +
 	"GetCookies\x12#.browserbroker.v1.GetCookiesRequest\x1a$.browserbroker.v1.GetCookiesResponse\x12W\n" +
 	"\n" +
-	"SetCookies\x12#.browserbroker.v1.SetCookiesRequest\x1a$.browserbroker.v1.SetCookiesResponse2\xe9\x02\n" +
+	"SetCookies\x12#.browserbroker.v1.SetCookiesRequest\x1a$.browserbroker.v1.SetCookiesResponse2\x83\x04\n" +
 	"\fAdminService\x12W\n" +
 	"\n" +
 	"ListLeases\x12#.browserbroker.v1.ListLeasesRequest\x1a$.browserbroker.v1.ListLeasesResponse\x12Q\n" +
 	"\bGetLease\x12!.browserbroker.v1.GetLeaseRequest\x1a\".browserbroker.v1.GetLeaseResponse\x12Z\n" +
 	"\vRevokeLease\x12$.browserbroker.v1.RevokeLeaseRequest\x1a%.browserbroker.v1.RevokeLeaseResponse\x12Q\n" +
-	"\bGetStats\x12!.browserbroker.v1.GetStatsRequest\x1a\".browserbroker.v1.GetStatsResponseB\xca\x01\n" +
+	"\bGetStats\x12!.browserbroker.v1.GetStatsRequest\x1a\".browserbroker.v1.GetStatsResponse\x12H\n" +
+	"\x05Drain\x12\x1e.browserbroker.v1.DrainRequest\x1a\x1f.browserbroker.v1.DrainResponse\x12N\n" +
+	"\aUndrain\x12 .browserbroker.v1.UndrainRequest\x1a!.browserbroker.v1.UndrainResponseB\xca\x01\n" +
 	"\x14com.browserbroker.v1B\vBrokerProtoP\x01ZDgithub.com/browserbroker/broker/gen/browserbroker/v1;browserbrokerv1\xa2\x02\x03BXX\xaa\x02\x10Browserbroker.V1\xca\x02\x10Browserbroker\\V1\xe2\x02\x1cBrowserbroker\\V1\\GPBMetadata\xea\x02\x11Browserbroker::V1b\x06proto3"
 
 var (
@@ -3420,7 +3590,7 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(ReclaimReason)(0),              // 0: browserbroker.v1.ReclaimReason
 	(WaitUntil)(0),                  // 1: browserbroker.v1.WaitUntil
@@ -3462,74 +3632,78 @@ var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(*GetCookiesResponse)(nil),      // 37: browserbroker.v1.GetCookiesResponse
 	(*SetCookiesRequest)(nil),       // 38: browserbroker.v1.SetCookiesRequest
 	(*SetCookiesResponse)(nil),      // 39: browserbroker.v1.SetCookiesResponse
-	(*LeaseInfo)(nil),               // 40: browserbroker.v1.LeaseInfo
-	(*ListLeasesRequest)(nil),       // 41: browserbroker.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),      // 42: browserbroker.v1.ListLeasesResponse
-	(*GetLeaseRequest)(nil),         // 43: browserbroker.v1.GetLeaseRequest
-	(*GetLeaseResponse)(nil),        // 44: browserbroker.v1.GetLeaseResponse
-	(*RevokeLeaseRequest)(nil),      // 45: browserbroker.v1.RevokeLeaseRequest
-	(*RevokeLeaseResponse)(nil),     // 46: browserbroker.v1.RevokeLeaseResponse
-	(*GetStatsRequest)(nil),         // 47: browserbroker.v1.GetStatsRequest
-	(*ReasonCount)(nil),             // 48: browserbroker.v1.ReasonCount
-	(*GetStatsResponse)(nil),        // 49: browserbroker.v1.GetStatsResponse
-	nil,                             // 50: browserbroker.v1.Acquire.LabelsEntry
-	nil,                             // 51: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                             // 52: browserbroker.v1.LeaseInfo.LabelsEntry
-	nil,                             // 53: browserbroker.v1.ListLeasesRequest.LabelsEntry
-	(*durationpb.Duration)(nil),     // 54: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 55: google.protobuf.Timestamp
+	(*DrainRequest)(nil),            // 40: browserbroker.v1.DrainRequest
+	(*DrainResponse)(nil),           // 41: browserbroker.v1.DrainResponse
+	(*UndrainRequest)(nil),          // 42: browserbroker.v1.UndrainRequest
+	(*UndrainResponse)(nil),         // 43: browserbroker.v1.UndrainResponse
+	(*LeaseInfo)(nil),               // 44: browserbroker.v1.LeaseInfo
+	(*ListLeasesRequest)(nil),       // 45: browserbroker.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),      // 46: browserbroker.v1.ListLeasesResponse
+	(*GetLeaseRequest)(nil),         // 47: browserbroker.v1.GetLeaseRequest
+	(*GetLeaseResponse)(nil),        // 48: browserbroker.v1.GetLeaseResponse
+	(*RevokeLeaseRequest)(nil),      // 49: browserbroker.v1.RevokeLeaseRequest
+	(*RevokeLeaseResponse)(nil),     // 50: browserbroker.v1.RevokeLeaseResponse
+	(*GetStatsRequest)(nil),         // 51: browserbroker.v1.GetStatsRequest
+	(*ReasonCount)(nil),             // 52: browserbroker.v1.ReasonCount
+	(*GetStatsResponse)(nil),        // 53: browserbroker.v1.GetStatsResponse
+	nil,                             // 54: browserbroker.v1.Acquire.LabelsEntry
+	nil,                             // 55: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                             // 56: browserbroker.v1.LeaseInfo.LabelsEntry
+	nil,                             // 57: browserbroker.v1.ListLeasesRequest.LabelsEntry
+	(*durationpb.Duration)(nil),     // 58: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 59: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	6,  // 0: browserbroker.v1.LeaseRequest.acquire:type_name -> browserbroker.v1.Acquire
 	7,  // 1: browserbroker.v1.LeaseRequest.renew:type_name -> browserbroker.v1.Renew
 	8,  // 2: browserbroker.v1.LeaseRequest.release:type_name -> browserbroker.v1.Release
-	54, // 3: browserbroker.v1.Acquire.ttl:type_name -> google.protobuf.Duration
-	54, // 4: browserbroker.v1.Acquire.wait_timeout:type_name -> google.protobuf.Duration
+	58, // 3: browserbroker.v1.Acquire.ttl:type_name -> google.protobuf.Duration
+	58, // 4: browserbroker.v1.Acquire.wait_timeout:type_name -> google.protobuf.Duration
 	9,  // 5: browserbroker.v1.Acquire.context:type_name -> browserbroker.v1.ContextOptions
-	50, // 6: browserbroker.v1.Acquire.labels:type_name -> browserbroker.v1.Acquire.LabelsEntry
-	54, // 7: browserbroker.v1.Acquire.max_lifetime:type_name -> google.protobuf.Duration
+	54, // 6: browserbroker.v1.Acquire.labels:type_name -> browserbroker.v1.Acquire.LabelsEntry
+	58, // 7: browserbroker.v1.Acquire.max_lifetime:type_name -> google.protobuf.Duration
 	10, // 8: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	51, // 9: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	55, // 9: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
 	11, // 10: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
 	13, // 11: browserbroker.v1.LeaseResponse.queued:type_name -> browserbroker.v1.Queued
 	14, // 12: browserbroker.v1.LeaseResponse.granted:type_name -> browserbroker.v1.Granted
 	15, // 13: browserbroker.v1.LeaseResponse.renewed:type_name -> browserbroker.v1.Renewed
 	16, // 14: browserbroker.v1.LeaseResponse.revoked:type_name -> browserbroker.v1.Revoked
-	55, // 15: browserbroker.v1.Granted.expires_at:type_name -> google.protobuf.Timestamp
-	55, // 16: browserbroker.v1.Granted.max_expires_at:type_name -> google.protobuf.Timestamp
-	54, // 17: browserbroker.v1.Granted.ttl:type_name -> google.protobuf.Duration
-	55, // 18: browserbroker.v1.Renewed.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 15: browserbroker.v1.Granted.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 16: browserbroker.v1.Granted.max_expires_at:type_name -> google.protobuf.Timestamp
+	58, // 17: browserbroker.v1.Granted.ttl:type_name -> google.protobuf.Duration
+	59, // 18: browserbroker.v1.Renewed.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 19: browserbroker.v1.Revoked.reason:type_name -> browserbroker.v1.ReclaimReason
 	1,  // 20: browserbroker.v1.NavigateRequest.wait_until:type_name -> browserbroker.v1.WaitUntil
-	54, // 21: browserbroker.v1.NavigateRequest.timeout:type_name -> google.protobuf.Duration
-	54, // 22: browserbroker.v1.ClickRequest.timeout:type_name -> google.protobuf.Duration
-	54, // 23: browserbroker.v1.FillRequest.timeout:type_name -> google.protobuf.Duration
-	54, // 24: browserbroker.v1.PressRequest.timeout:type_name -> google.protobuf.Duration
+	58, // 21: browserbroker.v1.NavigateRequest.timeout:type_name -> google.protobuf.Duration
+	58, // 22: browserbroker.v1.ClickRequest.timeout:type_name -> google.protobuf.Duration
+	58, // 23: browserbroker.v1.FillRequest.timeout:type_name -> google.protobuf.Duration
+	58, // 24: browserbroker.v1.PressRequest.timeout:type_name -> google.protobuf.Duration
 	2,  // 25: browserbroker.v1.WaitForSelectorRequest.state:type_name -> browserbroker.v1.ElementState
-	54, // 26: browserbroker.v1.WaitForSelectorRequest.timeout:type_name -> google.protobuf.Duration
-	54, // 27: browserbroker.v1.EvaluateRequest.timeout:type_name -> google.protobuf.Duration
-	54, // 28: browserbroker.v1.ContentRequest.timeout:type_name -> google.protobuf.Duration
-	54, // 29: browserbroker.v1.TextRequest.timeout:type_name -> google.protobuf.Duration
+	58, // 26: browserbroker.v1.WaitForSelectorRequest.timeout:type_name -> google.protobuf.Duration
+	58, // 27: browserbroker.v1.EvaluateRequest.timeout:type_name -> google.protobuf.Duration
+	58, // 28: browserbroker.v1.ContentRequest.timeout:type_name -> google.protobuf.Duration
+	58, // 29: browserbroker.v1.TextRequest.timeout:type_name -> google.protobuf.Duration
 	3,  // 30: browserbroker.v1.ScreenshotRequest.format:type_name -> browserbroker.v1.ImageFormat
-	54, // 31: browserbroker.v1.ScreenshotRequest.timeout:type_name -> google.protobuf.Duration
+	58, // 31: browserbroker.v1.ScreenshotRequest.timeout:type_name -> google.protobuf.Duration
 	3,  // 32: browserbroker.v1.ScreenshotResponse.format:type_name -> browserbroker.v1.ImageFormat
 	35, // 33: browserbroker.v1.GetCookiesResponse.cookies:type_name -> browserbroker.v1.Cookie
 	35, // 34: browserbroker.v1.SetCookiesRequest.cookies:type_name -> browserbroker.v1.Cookie
 	4,  // 35: browserbroker.v1.LeaseInfo.state:type_name -> browserbroker.v1.LeaseState
-	52, // 36: browserbroker.v1.LeaseInfo.labels:type_name -> browserbroker.v1.LeaseInfo.LabelsEntry
-	55, // 37: browserbroker.v1.LeaseInfo.granted_at:type_name -> google.protobuf.Timestamp
-	55, // 38: browserbroker.v1.LeaseInfo.expires_at:type_name -> google.protobuf.Timestamp
-	55, // 39: browserbroker.v1.LeaseInfo.max_expires_at:type_name -> google.protobuf.Timestamp
-	55, // 40: browserbroker.v1.LeaseInfo.last_activity_at:type_name -> google.protobuf.Timestamp
+	56, // 36: browserbroker.v1.LeaseInfo.labels:type_name -> browserbroker.v1.LeaseInfo.LabelsEntry
+	59, // 37: browserbroker.v1.LeaseInfo.granted_at:type_name -> google.protobuf.Timestamp
+	59, // 38: browserbroker.v1.LeaseInfo.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 39: browserbroker.v1.LeaseInfo.max_expires_at:type_name -> google.protobuf.Timestamp
+	59, // 40: browserbroker.v1.LeaseInfo.last_activity_at:type_name -> google.protobuf.Timestamp
 	0,  // 41: browserbroker.v1.LeaseInfo.reason:type_name -> browserbroker.v1.ReclaimReason
-	54, // 42: browserbroker.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
-	53, // 43: browserbroker.v1.ListLeasesRequest.labels:type_name -> browserbroker.v1.ListLeasesRequest.LabelsEntry
-	40, // 44: browserbroker.v1.ListLeasesResponse.leases:type_name -> browserbroker.v1.LeaseInfo
-	40, // 45: browserbroker.v1.GetLeaseResponse.lease:type_name -> browserbroker.v1.LeaseInfo
+	58, // 42: browserbroker.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
+	57, // 43: browserbroker.v1.ListLeasesRequest.labels:type_name -> browserbroker.v1.ListLeasesRequest.LabelsEntry
+	44, // 44: browserbroker.v1.ListLeasesResponse.leases:type_name -> browserbroker.v1.LeaseInfo
+	44, // 45: browserbroker.v1.GetLeaseResponse.lease:type_name -> browserbroker.v1.LeaseInfo
 	0,  // 46: browserbroker.v1.RevokeLeaseResponse.reason:type_name -> browserbroker.v1.ReclaimReason
 	0,  // 47: browserbroker.v1.ReasonCount.reason:type_name -> browserbroker.v1.ReclaimReason
-	48, // 48: browserbroker.v1.GetStatsResponse.reclaimed:type_name -> browserbroker.v1.ReasonCount
-	54, // 49: browserbroker.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
+	52, // 48: browserbroker.v1.GetStatsResponse.reclaimed:type_name -> browserbroker.v1.ReasonCount
+	58, // 49: browserbroker.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
 	5,  // 50: browserbroker.v1.LeaseService.Lease:input_type -> browserbroker.v1.LeaseRequest
 	17, // 51: browserbroker.v1.PageService.Navigate:input_type -> browserbroker.v1.NavigateRequest
 	19, // 52: browserbroker.v1.PageService.Click:input_type -> browserbroker.v1.ClickRequest
@@ -3542,28 +3716,32 @@ var file_browserbroker_v1_broker_proto_depIdxs = []int32{
 	33, // 59: browserbroker.v1.PageService.Screenshot:input_type -> browserbroker.v1.ScreenshotRequest
 	36, // 60: browserbroker.v1.PageService.GetCookies:input_type -> browserbroker.v1.GetCookiesRequest
 	38, // 61: browserbroker.v1.PageService.SetCookies:input_type -> browserbroker.v1.SetCookiesRequest
-	41, // 62: browserbroker.v1.AdminService.ListLeases:input_type -> browserbroker.v1.ListLeasesRequest
-	43, // 63: browserbroker.v1.AdminService.GetLease:input_type -> browserbroker.v1.GetLeaseRequest
-	45, // 64: browserbroker.v1.AdminService.RevokeLease:input_type -> browserbroker.v1.RevokeLeaseRequest
-	47, // 65: browserbroker.v1.AdminService.GetStats:input_type -> browserbroker.v1.GetStatsRequest
-	12, // 66: browserbroker.v1.LeaseService.Lease:output_type -> browserbroker.v1.LeaseResponse
-	18, // 67: browserbroker.v1.PageService.Navigate:output_type -> browserbroker.v1.NavigateResponse
-	20, // 68: browserbroker.v1.PageService.Click:output_type -> browserbroker.v1.ClickResponse
-	22, // 69: browserbroker.v1.PageService.Fill:output_type -> browserbroker.v1.FillResponse
-	24, // 70: browserbroker.v1.PageService.Press:output_type -> browserbroker.v1.PressResponse
-	26, // 71: browserbroker.v1.PageService.WaitForSelector:output_type -> browserbroker.v1.WaitForSelectorResponse
-	28, // 72: browserbroker.v1.PageService.Evaluate:output_type -> browserbroker.v1.EvaluateResponse
-	30, // 73: browserbroker.v1.PageService.Content:output_type -> browserbroker.v1.ContentResponse
-	32, // 74: browserbroker.v1.PageService.Text:output_type -> browserbroker.v1.TextResponse
-	34, // 75: browserbroker.v1.PageService.Screenshot:output_type -> browserbroker.v1.ScreenshotResponse
-	37, // 76: browserbroker.v1.PageService.GetCookies:output_type -> browserbroker.v1.GetCookiesResponse
-	39, // 77: browserbroker.v1.PageService.SetCookies:output_type -> browserbroker.v1.SetCookiesResponse
-	42, // 78: browserbroker.v1.AdminService.ListLeases:output_type -> browserbroker.v1.ListLeasesResponse
-	44, // 79: browserbroker.v1.AdminService.GetLease:output_type -> browserbroker.v1.GetLeaseResponse
-	46, // 80: browserbroker.v1.AdminService.RevokeLease:output_type -> browserbroker.v1.RevokeLeaseResponse
-	49, // 81: browserbroker.v1.AdminService.GetStats:output_type -> browserbroker.v1.GetStatsResponse
-	66, // [66:82] is the sub-list for method output_type
-	50, // [50:66] is the sub-list for method input_type
+	45, // 62: browserbroker.v1.AdminService.ListLeases:input_type -> browserbroker.v1.ListLeasesRequest
+	47, // 63: browserbroker.v1.AdminService.GetLease:input_type -> browserbroker.v1.GetLeaseRequest
+	49, // 64: browserbroker.v1.AdminService.RevokeLease:input_type -> browserbroker.v1.RevokeLeaseRequest
+	51, // 65: browserbroker.v1.AdminService.GetStats:input_type -> browserbroker.v1.GetStatsRequest
+	40, // 66: browserbroker.v1.AdminService.Drain:input_type -> browserbroker.v1.DrainRequest
+	42, // 67: browserbroker.v1.AdminService.Undrain:input_type -> browserbroker.v1.UndrainRequest
+	12, // 68: browserbroker.v1.LeaseService.Lease:output_type -> browserbroker.v1.LeaseResponse
+	18, // 69: browserbroker.v1.PageService.Navigate:output_type -> browserbroker.v1.NavigateResponse
+	20, // 70: browserbroker.v1.PageService.Click:output_type -> browserbroker.v1.ClickResponse
+	22, // 71: browserbroker.v1.PageService.Fill:output_type -> browserbroker.v1.FillResponse
+	24, // 72: browserbroker.v1.PageService.Press:output_type -> browserbroker.v1.PressResponse
+	26, // 73: browserbroker.v1.PageService.WaitForSelector:output_type -> browserbroker.v1.WaitForSelectorResponse
+	28, // 74: browserbroker.v1.PageService.Evaluate:output_type -> browserbroker.v1.EvaluateResponse
+	30, // 75: browserbroker.v1.PageService.Content:output_type -> browserbroker.v1.ContentResponse
+	32, // 76: browserbroker.v1.PageService.Text:output_type -> browserbroker.v1.TextResponse
+	34, // 77: browserbroker.v1.PageService.Screenshot:output_type -> browserbroker.v1.ScreenshotResponse
+	37, // 78: browserbroker.v1.PageService.GetCookies:output_type -> browserbroker.v1.GetCookiesResponse
+	39, // 79: browserbroker.v1.PageService.SetCookies:output_type -> browserbroker.v1.SetCookiesResponse
+	46, // 80: browserbroker.v1.AdminService.ListLeases:output_type -> browserbroker.v1.ListLeasesResponse
+	48, // 81: browserbroker.v1.AdminService.GetLease:output_type -> browserbroker.v1.GetLeaseResponse
+	50, // 82: browserbroker.v1.AdminService.RevokeLease:output_type -> browserbroker.v1.RevokeLeaseResponse
+	53, // 83: browserbroker.v1.AdminService.GetStats:output_type -> browserbroker.v1.GetStatsResponse
+	41, // 84: browserbroker.v1.AdminService.Drain:output_type -> browserbroker.v1.DrainResponse
+	43, // 85: browserbroker.v1.AdminService.Undrain:output_type -> browserbroker.v1.UndrainResponse
+	68, // [68:86] is the sub-list for method output_type
+	50, // [50:68] is the sub-list for method input_type
 	50, // [50:50] is the sub-list for extension type_name
 	50, // [50:50] is the sub-list for extension extendee
 	0,  // [0:50] is the sub-list for field type_name
@@ -3592,7 +3770,7 @@ func file_browserbroker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   49,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
