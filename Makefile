@@ -29,6 +29,7 @@ help: ## list the targets
 setup: ## install Chromium, the Playwright driver and the pinned tools (idempotent)
 	@scripts/setup.sh $(PLAYWRIGHT_VERSION) $(DRIVER_DIR) $(TOOLS) \
 		$(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) $(GRPCURL)
+	@scripts/setup-examples.sh
 
 gen: setup ## regenerate gen/ from proto/
 	buf generate

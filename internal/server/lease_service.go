@@ -91,10 +91,15 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 		select {
 		case <-l.Done():
 		case err := <-recvErr:
-			why := "stream closed by the client"
 			if errors.Is(err, io.EOF) {
-				why = "client closed its side of the stream without release"
-			} else if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+				// The client closed its sending side only: nothing more
+				// will come (not even renew), but the stream lives and so
+				// does the lease, until its TTL or the stream's end.
+				recvErr = nil
+				continue
+			}
+			why := "stream closed by the client"
+			if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
 				why = "stream ended: " + st.Code().String()
 			}
 			l.Reclaim(lease.StreamClosed, why)

@@ -197,12 +197,18 @@ func TestStreamBreakReclaims(t *testing.T) {
 	b.acquire(t, &brokerv1.Acquire{}) // capacity is back
 }
 
-func TestCloseSendIsStreamClosed(t *testing.T) {
-	b := newBroker(t, lease.Config{Capacity: 1})
-	h := b.acquire(t, &brokerv1.Acquire{})
+// Closing only the sending side is not a broken stream: the lease lives
+// on (page commands keep it active) until its TTL.
+func TestCloseSendKeepsLeaseUntilTTL(t *testing.T) {
+	b := newBroker(t, lease.Config{Capacity: 1, Jitter: -1})
+	h := b.acquire(t, &brokerv1.Acquire{Ttl: durationpb.New(time.Second)})
 	h.stream.CloseSend()
-	if rev := h.revoked(); rev.Reason != brokerv1.ReclaimReason_RECLAIM_REASON_STREAM_CLOSED {
-		t.Fatalf("after CloseSend: revoked %v, want STREAM_CLOSED", rev)
+	ev, err := b.page.Evaluate(context.Background(), &brokerv1.EvaluateRequest{LeaseId: h.id, Expression: "1 + 1"})
+	if err != nil || ev.ResultJson != "2" {
+		t.Fatalf("Evaluate after CloseSend = %v, %v; want the lease still usable", ev, err)
+	}
+	if rev := h.revoked(); rev.Reason != brokerv1.ReclaimReason_RECLAIM_REASON_TTL_EXPIRED {
+		t.Fatalf("after CloseSend: revoked %v, want TTL_EXPIRED", rev)
 	}
 }
 
