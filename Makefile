@@ -21,7 +21,7 @@ GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: help setup gen build run test lint clean
+.PHONY: help setup gen build run test lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ lint: setup ## gofmt, go vet, buf lint, buf breaking, and gen/ up to date with p
 	buf breaking --against '$(BREAKING_AGAINST)'
 	buf generate --output $(CACHE)/gen-check
 	@diff -r gen $(CACHE)/gen-check/gen >/dev/null || { echo "gen/ differs from proto/: run make gen"; exit 1; }
+
+bench: setup ## benchmark the broker against in-process Playwright and Playwright's browser server; writes bench/results.json (flags: BENCH_ARGS=...)
+	go run ./cmd/bench --driver-dir $(DRIVER_DIR) --chromium $(CHROMIUM) $(BENCH_ARGS)
 
 clean: ## remove build output (keeps the installed tools)
 	rm -rf bin $(CACHE)/gen-check

@@ -1,0 +1,318 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Results is everything one run measured. Every figure's unit is in its
+// JSON name: _ms milliseconds, _s seconds, _per_s per second, _mib MiB
+// (2^20 bytes); ratios are plain numbers.
+type Results struct {
+	Started  time.Time     `json:"started"`
+	Took     time.Duration `json:"-"`
+	TookS    float64       `json:"took_s"`
+	Quick    bool          `json:"quick"`
+	Host     Host          `json:"host"`
+	Settings Settings      `json:"settings"`
+	Grant    GrantResult   `json:"grant_latency"`
+	Jobs     JobResult     `json:"scraper_job"`
+	Evaluate EvalResult    `json:"evaluate_overhead"`
+	Churn    ChurnResult   `json:"lease_churn"`
+	Reclaim  ReclaimResult `json:"reclaim_latency"`
+	Memory   MemoryResult  `json:"memory"`
+}
+
+// Host describes the machine and the software measured.
+type Host struct {
+	CPUs              int     `json:"cpus"`
+	MemTotalMiB       float64 `json:"mem_total_mib"`
+	LoadAvg1Start     float64 `json:"loadavg_1m_start"`
+	LoadAvg1End       float64 `json:"loadavg_1m_end"`
+	GoVersion         string  `json:"go_version"`
+	ChromiumPath      string  `json:"chromium_path"`
+	ChromiumVersion   string  `json:"chromium_version"`
+	PlaywrightVersion string  `json:"playwright_version"`
+	BrokerPath        string  `json:"broker_path"`
+}
+
+// Settings are the sizes the run used.
+type Settings struct {
+	Capacity           int     `json:"capacity_leases"`
+	Jobs               int     `json:"jobs_per_path"`
+	WarmupRounds       int     `json:"warmup_rounds_per_path"`
+	Grants             int     `json:"grants"`
+	Evals              int     `json:"evals_per_path"`
+	Reclaims           int     `json:"reclaims_per_trigger"`
+	ReclaimTTLMs       float64 `json:"reclaim_ttl_ms"`
+	PollIntervalMs     float64 `json:"stats_poll_interval_ms"`
+	ChurnCycles        int     `json:"churn_cycles"`
+	CoreCycles         int     `json:"core_cycles"`
+	CoreConcurrency    []int   `json:"core_concurrency"`
+	MemoryLevels       []int   `json:"memory_levels_leases"`
+	MemorySettleMs     float64 `json:"memory_settle_ms"`
+	ContextsPerBrowser int     `json:"contexts_per_browser"`
+}
+
+// Latency summarises a sample of durations. P99 uses the nearest rank, so
+// with fewer than 100 samples it is the largest or close to it.
+type Latency struct {
+	N      int     `json:"n"`
+	P50Ms  float64 `json:"p50_ms"`
+	P99Ms  float64 `json:"p99_ms"`
+	MeanMs float64 `json:"mean_ms"`
+	MinMs  float64 `json:"min_ms"`
+	MaxMs  float64 `json:"max_ms"`
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// summarize computes the percentiles of a sample (nearest rank).
+func summarize(sample []time.Duration) Latency {
+	if len(sample) == 0 {
+		return Latency{}
+	}
+	s := slices.Clone(sample)
+	slices.Sort(s)
+	var sum time.Duration
+	for _, d := range s {
+		sum += d
+	}
+	rank := func(p float64) time.Duration {
+		i := int(math.Ceil(p*float64(len(s)))) - 1
+		return s[max(0, min(i, len(s)-1))]
+	}
+	return Latency{
+		N:      len(s),
+		P50Ms:  round(ms(rank(0.50))),
+		P99Ms:  round(ms(rank(0.99))),
+		MeanMs: round(ms(sum / time.Duration(len(s)))),
+		MinMs:  round(ms(s[0])),
+		MaxMs:  round(ms(s[len(s)-1])),
+	}
+}
+
+// round keeps three decimals: microseconds for milliseconds.
+func round(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// Ratio compares two latencies: a/b at p50 and at p99.
+type Ratio struct {
+	P50 float64 `json:"p50_ratio"`
+	P99 float64 `json:"p99_ratio"`
+}
+
+func ratio(a, b Latency) Ratio {
+	div := func(x, y float64) float64 {
+		if y == 0 {
+			return 0
+		}
+		return math.Round(x/y*100) / 100
+	}
+	return Ratio{P50: div(a.P50Ms, b.P50Ms), P99: div(a.P99Ms, b.P99Ms)}
+}
+
+// GrantResult is the time from sending acquire to receiving granted.
+type GrantResult struct {
+	Method string  `json:"method"`
+	Cold   Latency `json:"cold"`
+	// WarmPoolHit is null: the broker keeps no pre-opened contexts.
+	WarmPoolHit *Latency `json:"warm_pool_hit"`
+	WarmNote    string   `json:"warm_pool_hit_note"`
+}
+
+// JobResult is the scraper job on the three paths, run interleaved.
+type JobResult struct {
+	Job           string  `json:"job"`
+	Broker        Latency `json:"broker"`
+	InProcess     Latency `json:"in_process"`
+	BrowserServer Latency `json:"browser_server"`
+	// Steps is each path's per-step latency (acquire, navigate, fill,
+	// click, text, release).
+	Steps                   map[string]map[string]Latency `json:"steps"`
+	BrokerOverInProcess     Ratio                         `json:"broker_over_in_process"`
+	BrokerOverBrowserServer Ratio                         `json:"broker_over_browser_server"`
+}
+
+// EvalResult is Evaluate("1") on a loaded page, per path.
+type EvalResult struct {
+	Broker                  Latency `json:"broker"`
+	InProcess               Latency `json:"in_process"`
+	BrowserServer           Latency `json:"browser_server"`
+	BrokerOverInProcess     Ratio   `json:"broker_over_in_process"`
+	BrokerOverheadP50Ms     float64 `json:"broker_overhead_p50_ms"`
+	BrokerOverBrowserServer Ratio   `json:"broker_over_browser_server"`
+}
+
+// Throughput is a closed loop of acquire+release cycles at a concurrency.
+type Throughput struct {
+	Concurrency int     `json:"concurrency"`
+	Cycles      int     `json:"cycles"`
+	WallS       float64 `json:"wall_s"`
+	CyclesPerS  float64 `json:"cycles_per_s"`
+	Cycle       Latency `json:"cycle"`
+}
+
+// ChurnResult is lease churn through the broker with real Chromium, and
+// through the lease core and gRPC alone over a fake backend.
+type ChurnResult struct {
+	Cycle         string       `json:"cycle"`
+	RealChromium  Throughput   `json:"real_chromium"`
+	CoreFake      []Throughput `json:"core_fake_backend"`
+	CoreFakeSetup string       `json:"core_fake_backend_setup"`
+}
+
+// ReclaimPath is the reclaim latency of one trigger.
+type ReclaimPath struct {
+	Method  string  `json:"method"`
+	Latency Latency `json:"latency"`
+}
+
+// ReclaimResult is the time from a trigger to the capacity being free.
+type ReclaimResult struct {
+	Release      ReclaimPath `json:"release"`
+	StreamCancel ReclaimPath `json:"stream_cancel"`
+	TTLExpiry    ReclaimPath `json:"ttl_expiry"`
+}
+
+// MemLevel is the memory of the broker and its processes with a number of
+// leases held, each with the job page loaded.
+type MemLevel struct {
+	Leases      int     `json:"leases"`
+	TotalMiB    float64 `json:"pss_total_mib"`
+	BrokerMiB   float64 `json:"pss_broker_mib"`
+	DriverMiB   float64 `json:"pss_driver_mib"`
+	ChromiumMiB float64 `json:"pss_chromium_mib"`
+	Processes   int     `json:"processes"`
+	Renderers   int     `json:"renderer_processes"`
+	Browsers    int     `json:"browsers"`
+	// PerLeaseMiB is (total - total at 0 leases) / leases.
+	PerLeaseMiB float64 `json:"per_lease_mib,omitempty"`
+}
+
+// MemoryResult is PSS at several lease counts.
+type MemoryResult struct {
+	Method string     `json:"method"`
+	Levels []MemLevel `json:"levels"`
+}
+
+// writeJSON writes the results to path, creating its folder.
+func writeJSON(path string, r *Results) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// printTable writes the human-readable summary.
+func printTable(w io.Writer, r *Results) {
+	fmt.Fprintf(w, "browser-lease broker benchmark  %s  (%d CPUs, load %.2f→%.2f, %s, Playwright %s%s)\n",
+		r.Started.Format(time.RFC3339), r.Host.CPUs, r.Host.LoadAvg1Start, r.Host.LoadAvg1End,
+		r.Host.ChromiumVersion, r.Host.PlaywrightVersion, map[bool]string{true: ", --quick"}[r.Quick])
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(cells ...any) {
+		for i, c := range cells {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			switch v := c.(type) {
+			case float64:
+				fmt.Fprintf(tw, "%.2f", v)
+			default:
+				fmt.Fprint(tw, v)
+			}
+		}
+		fmt.Fprint(tw, "\t\n")
+	}
+	section := func(title string) {
+		tw.Flush()
+		fmt.Fprintf(w, "\n%s\n", title)
+	}
+	lat := func(name string, l Latency, extra ...any) {
+		row(append([]any{name, l.N, l.P50Ms, l.P99Ms, l.MeanMs, l.MaxMs}, extra...)...)
+	}
+
+	section("1. Grant latency through the broker (acquire sent → granted received)")
+	row("", "n", "p50 ms", "p99 ms", "mean ms", "max ms")
+	lat("cold (new context + page)", r.Grant.Cold)
+	row("warm pool hit", "n/a", "n/a", "n/a", "n/a", "n/a")
+
+	section("2. Scraper job: " + r.Jobs.Job)
+	row("path", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "broker ÷ path p50", "p99")
+	lat("broker (gRPC)", r.Jobs.Broker, "", "")
+	lat("playwright-go in-process", r.Jobs.InProcess, r.Jobs.BrokerOverInProcess.P50, r.Jobs.BrokerOverInProcess.P99)
+	lat("browser server (connect/job)", r.Jobs.BrowserServer, r.Jobs.BrokerOverBrowserServer.P50, r.Jobs.BrokerOverBrowserServer.P99)
+	tw.Flush()
+	fmt.Fprintln(w, "   p50 per step, ms:")
+	row("path", "acquire", "navigate", "fill", "click", "text", "release")
+	for _, p := range []struct{ key, name string }{{"broker", "broker"}, {"in_process", "in-process"}, {"browser_server", "browser server"}} {
+		st := r.Jobs.Steps[p.key]
+		row(p.name, st["acquire"].P50Ms, st["navigate"].P50Ms, st["fill"].P50Ms, st["click"].P50Ms, st["text"].P50Ms, st["release"].P50Ms)
+	}
+
+	section(`3. Per-command overhead: Evaluate("1") on the loaded page`)
+	row("path", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "broker ÷ path p50", "p99")
+	lat("broker (gRPC)", r.Evaluate.Broker, "", "")
+	lat("playwright-go in-process", r.Evaluate.InProcess, r.Evaluate.BrokerOverInProcess.P50, r.Evaluate.BrokerOverInProcess.P99)
+	lat("browser server", r.Evaluate.BrowserServer, r.Evaluate.BrokerOverBrowserServer.P50, r.Evaluate.BrokerOverBrowserServer.P99)
+	tw.Flush()
+	fmt.Fprintf(w, "   broker overhead per command at p50: %.3f ms\n", r.Evaluate.BrokerOverheadP50Ms)
+
+	section("4. Lease churn, closed loop (" + r.Churn.Cycle + ")")
+	row("setup", "concurrency", "cycles", "cycles/s", "p50 ms", "p99 ms")
+	thr := func(name string, t Throughput) {
+		row(name, t.Concurrency, t.Cycles, t.CyclesPerS, t.Cycle.P50Ms, t.Cycle.P99Ms)
+	}
+	thr("broker, real Chromium", r.Churn.RealChromium)
+	for _, t := range r.Churn.CoreFake {
+		thr("lease core + gRPC, fake backend", t)
+	}
+
+	section("5. Reclaim latency (trigger → capacity free)")
+	row("trigger", "n", "p50 ms", "p99 ms", "mean ms", "max ms")
+	lat("release", r.Reclaim.Release.Latency)
+	lat("stream cancel", r.Reclaim.StreamCancel.Latency)
+	lat("TTL expiry", r.Reclaim.TTLExpiry.Latency)
+	tw.Flush()
+	for _, p := range []struct {
+		name string
+		rp   ReclaimPath
+	}{{"release", r.Reclaim.Release}, {"stream cancel", r.Reclaim.StreamCancel}, {"TTL expiry", r.Reclaim.TTLExpiry}} {
+		fmt.Fprintf(w, "   %s: %s\n", p.name, p.rp.Method)
+	}
+
+	section("6. Memory, PSS of broker + driver + Chromium (each lease with the job page loaded)")
+	row("leases", "total MiB", "broker", "driver", "chromium", "browsers", "renderers", "MiB/lease")
+	for _, m := range r.Memory.Levels {
+		per := "-"
+		if m.Leases > 0 {
+			per = fmt.Sprintf("%.1f", m.PerLeaseMiB)
+		}
+		row(m.Leases, m.TotalMiB, m.BrokerMiB, m.DriverMiB, m.ChromiumMiB, m.Browsers, m.Renderers, per)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "   %s\n", r.Memory.Method)
+	fmt.Fprintf(w, "\ntook %.0fs\n", r.TookS)
+}
+
+// joinInts formats a list of ints as "1,8,64".
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, ",")
+}
