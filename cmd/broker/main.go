@@ -97,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.browser.ExecutablePath, "chromium", "/usr/bin/chromium", "Chromium executable; `make setup` installs Debian's")
 	fs.Var(&args2, "chromium-arg", "extra Chromium command-line argument (repeatable)")
 	fs.IntVar(&c.browser.ContextsPerBrowser, "contexts-per-browser", 8, "browser contexts per Chromium process before another is launched")
+	fs.IntVar(&c.browser.Warm, "warm", 0, "browser contexts to keep made ahead (with their page) for acquires with default options; they count toward --max-leases")
 	fs.DurationVar(&c.grpc.KeepaliveTime, "keepalive-time", 10*time.Second, "ping a client connection idle this long")
 	fs.DurationVar(&c.grpc.KeepaliveTimeout, "keepalive-timeout", 5*time.Second, "close a connection whose ping is unanswered this long (its leases: STREAM_CLOSED)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for leases to end and calls to finish")
@@ -111,6 +112,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	c.browser.Args = args2
+	// Warm contexts and leased ones share the capacity.
+	c.browser.MaxContexts = c.lease.Capacity
 	if c.logFormat != "console" && c.logFormat != "json" {
 		return c, fmt.Errorf("--log-format must be console or json, got %q", c.logFormat)
 	}

@@ -39,6 +39,13 @@ type Config struct {
 	// CloseTimeout bounds closing one context, one page or one browser; a
 	// context close that takes longer retires its browser. Default 5s.
 	CloseTimeout time.Duration
+	// Warm is how many contexts (with their page) to keep made ahead with
+	// the default options, for NewContext calls that ask for nothing else.
+	// Default 0: none.
+	Warm int
+	// MaxContexts bounds the contexts that exist at once, handed out and
+	// warm; warm ones are closed to make room. Default 0: no bound.
+	MaxContexts int
 	// Args are extra Chromium command-line arguments.
 	Args []string
 	// Logger receives the pool's events. Default: zap.NewNop().

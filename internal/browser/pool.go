@@ -55,6 +55,11 @@ type Stats struct {
 	PageCrashes uint64
 	// OrphansClosed counts browser contexts SweepOrphans closed.
 	OrphansClosed uint64
+	// Warm is the number of warm contexts ready to be handed out.
+	Warm int
+	// WarmHits and WarmMisses count NewContext calls with default options
+	// served from the warm pool, and not.
+	WarmHits, WarmMisses uint64
 }
 
 // Processes are the pids of the pool's processes, for tests and operators.
@@ -89,6 +94,10 @@ type Pool struct {
 	browsers  []*browser            // live browsers, retired ones included
 	contexts  map[*Context]struct{} // handed out and not yet closed
 	stats     Stats                 // counters only; gauges are computed
+
+	warm         []*Context    // made ahead with default options, nobody's yet (warm.go)
+	warmCreating int           // warm contexts being made
+	warmKick     chan struct{} // wakes refillWarm; buffer of one
 }
 
 // instance is one Playwright driver process and its connection.
@@ -133,12 +142,19 @@ func NewPool(ctx context.Context, cfg Config) (*Pool, error) {
 		closing:   make(chan struct{}),
 		closeDone: make(chan struct{}),
 		contexts:  map[*Context]struct{}{},
+		warmKick:  make(chan struct{}, 1),
 	}
 	if err := p.launch(ctx); err != nil {
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.CloseTimeout+cfg.LaunchTimeout)
 		defer cancel()
 		_ = p.Close(closeCtx) // the launch error says more
 		return nil, err
+	}
+	if cfg.Warm > 0 {
+		p.spawn(p.refillWarm)
+		p.mu.Lock()
+		p.kickWarmLocked()
+		p.mu.Unlock()
 	}
 	return p, nil
 }
@@ -183,6 +199,7 @@ func (p *Pool) Stats() Stats {
 	s := p.stats
 	s.Browsers = len(p.browsers)
 	s.Contexts = len(p.contexts)
+	s.Warm = len(p.warm)
 	return s
 }
 
@@ -263,6 +280,14 @@ func (p *Pool) NewContext(ctx context.Context, opts ContextOptions) (*Context, e
 	if err != nil {
 		return nil, err
 	}
+	if p.cfg.Warm > 0 && opts.isDefault() {
+		if c := p.takeWarm(); c != nil {
+			return c, nil
+		}
+	}
+	p.mu.Lock()
+	p.closeLater(p.makeRoomLocked())
+	p.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		c, err := p.newContext(ctx, pwOpts)
 		if err == nil {
@@ -825,6 +850,7 @@ func (p *Pool) contextClosed(c *Context) {
 			}
 		}
 	}
+	p.kickWarmLocked() // room may have freed up
 	p.mu.Unlock()
 	if closeIdle {
 		p.log.Info("closing surplus idle browser", zap.Int("pid", br.proc.pid))

@@ -76,7 +76,11 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 		out.Reclaimed = append(out.Reclaimed, &brokerv1.ReasonCount{Reason: reason(r), Count: st.Reclaimed[r]})
 	}
 	if as.s.cfg.Browsers != nil {
-		out.Browsers = int32(as.s.cfg.Browsers.Stats().Browsers)
+		bs := as.s.cfg.Browsers.Stats()
+		out.Browsers = int32(bs.Browsers)
+		out.WarmContexts = int32(bs.Warm)
+		out.WarmHits = bs.WarmHits
+		out.WarmMisses = bs.WarmMisses
 	}
 	return out, nil
 }

@@ -44,6 +44,8 @@ var (
 	descCrashes    = prometheus.NewDesc("broker_browser_crashes_total", "Crashes the broker did not cause, by what crashed.", []string{"what"}, nil)
 	descLaunches   = prometheus.NewDesc("broker_browser_launches_total", "Chromium launches.", nil, nil)
 	descRetired    = prometheus.NewDesc("broker_browsers_retired_total", "Browsers retired after a context close hung.", nil, nil)
+	descWarm       = prometheus.NewDesc("broker_warm_contexts", "Warm pool: contexts made ahead and ready.", nil, nil)
+	descWarmUse    = prometheus.NewDesc("broker_warm_acquires_total", "Acquires with default options, by whether the warm pool served them.", []string{"result"}, nil)
 )
 
 // NewMetrics returns the broker's metrics, with the Go runtime and process
@@ -90,7 +92,7 @@ func (m *Metrics) observeCommand(method, code string, d time.Duration) {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCapacity, descActive, descClosing, descOpening, descWaiting,
 		descOldestWait, descGranted, descReclaimed, descDuplicates, descFailures, descInvariant,
-		descViolations, descOrphans, descBrowsers, descContexts, descCrashes, descLaunches, descRetired} {
+		descViolations, descOrphans, descBrowsers, descContexts, descCrashes, descLaunches, descRetired, descWarm, descWarmUse} {
 		ch <- d
 	}
 }
@@ -132,5 +134,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descCrashes, bs.DriverCrashes, "driver")
 		counter(descLaunches, bs.Launches)
 		counter(descRetired, uint64(bs.Retired))
+		gauge(descWarm, float64(bs.Warm))
+		counter(descWarmUse, bs.WarmHits, "hit")
+		counter(descWarmUse, bs.WarmMisses, "miss")
 	}
 }

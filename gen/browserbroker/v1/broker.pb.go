@@ -3160,7 +3160,12 @@ type GetStatsResponse struct {
 	// one a leak it repaired; should stay 0).
 	OrphansClosed uint64 `protobuf:"varint,15,opt,name=orphans_closed,json=orphansClosed,proto3" json:"orphans_closed,omitempty"`
 	// True while the broker is draining (see Drain).
-	Draining      bool `protobuf:"varint,16,opt,name=draining,proto3" json:"draining,omitempty"`
+	Draining bool `protobuf:"varint,16,opt,name=draining,proto3" json:"draining,omitempty"`
+	// Warm pool (--warm): contexts made ahead and ready, and the acquires
+	// with default options served from it (hits) or not (misses).
+	WarmContexts  int32  `protobuf:"varint,17,opt,name=warm_contexts,json=warmContexts,proto3" json:"warm_contexts,omitempty"`
+	WarmHits      uint64 `protobuf:"varint,18,opt,name=warm_hits,json=warmHits,proto3" json:"warm_hits,omitempty"`
+	WarmMisses    uint64 `protobuf:"varint,19,opt,name=warm_misses,json=warmMisses,proto3" json:"warm_misses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3305,6 +3310,27 @@ func (x *GetStatsResponse) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *GetStatsResponse) GetWarmContexts() int32 {
+	if x != nil {
+		return x.WarmContexts
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetWarmHits() uint64 {
+	if x != nil {
+		return x.WarmHits
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetWarmMisses() uint64 {
+	if x != nil {
+		return x.WarmMisses
+	}
+	return 0
 }
 
 var File_browserbroker_v1_broker_proto protoreflect.FileDescriptor
@@ -3500,7 +3526,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x0fGetStatsRequest\"\\\n" +
 	"\vReasonCount\x127\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\x06reason\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\xf2\x04\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\xd5\x05\n" +
 	"\x10GetStatsResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\x05R\bcapacity\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x05R\x06active\x12\x18\n" +
@@ -3518,7 +3544,11 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x10acquire_failures\x18\r \x01(\x04R\x0facquireFailures\x121\n" +
 	"\x06uptime\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12%\n" +
 	"\x0eorphans_closed\x18\x0f \x01(\x04R\rorphansClosed\x12\x1a\n" +
-	"\bdraining\x18\x10 \x01(\bR\bdraining*\xad\x02\n" +
+	"\bdraining\x18\x10 \x01(\bR\bdraining\x12#\n" +
+	"\rwarm_contexts\x18\x11 \x01(\x05R\fwarmContexts\x12\x1b\n" +
+	"\twarm_hits\x18\x12 \x01(\x04R\bwarmHits\x12\x1f\n" +
+	"\vwarm_misses\x18\x13 \x01(\x04R\n" +
+	"warmMisses*\xad\x02\n" +
 	"\rReclaimReason\x12\x1e\n" +
 	"\x1aRECLAIM_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RECLAIM_REASON_RELEASED\x10\x01\x12 \n" +

@@ -1,0 +1,71 @@
+package browser
+
+import (
+	"testing"
+	"time"
+)
+
+func waitWarm(t *testing.T, p *Pool, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for p.Stats().Warm != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("warm pool has %d contexts after 20s, want %d", p.Stats().Warm, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestWarmPoolHandsOutEachContextOnce(t *testing.T) {
+	p := newPool(t, func(c *Config) { c.Warm = 2 })
+	waitWarm(t, p, 2)
+	seen := map[*Context]bool{}
+	for i := range 4 {
+		c := openContext(t, p, ContextOptions{})
+		if seen[c] {
+			t.Fatalf("context %p handed out twice", c)
+		}
+		seen[c] = true
+		if got := evaluate(t, c, "1 + 1"); got != "2" {
+			t.Fatalf("warm context %d: Evaluate = %s", i, got)
+		}
+		closeContext(t, c)
+		waitWarm(t, p, 2)
+	}
+	st := p.Stats()
+	if st.WarmHits != 4 || st.WarmMisses != 0 || st.Contexts != 0 {
+		t.Fatalf("stats %+v: want 4 hits, no miss, nothing handed out", st)
+	}
+	// Options other than the defaults never take a warm context.
+	c := openContext(t, p, ContextOptions{UserAgent: "custom/1.0"})
+	if ua := evaluate(t, c, "navigator.userAgent"); ua != `"custom/1.0"` {
+		t.Fatalf("custom context user agent %s", ua)
+	}
+	if st := p.Stats(); st.WarmHits != 4 || st.Warm != 2 {
+		t.Fatalf("stats after a custom context %+v: want the warm pool untouched", st)
+	}
+	closeContext(t, c)
+}
+
+func TestWarmPoolYieldsToMaxContexts(t *testing.T) {
+	p := newPool(t, func(c *Config) { c.Warm = 2; c.MaxContexts = 2 })
+	waitWarm(t, p, 2)
+	a := openContext(t, p, ContextOptions{Locale: "fr-FR"}) // needs room: a warm one goes
+	b := openContext(t, p, ContextOptions{Locale: "fr-FR"}) // and the other
+	p.mu.Lock()
+	total := p.totalLocked()
+	p.mu.Unlock()
+	if total > 2 {
+		t.Fatalf("contexts made or held = %d, want at most MaxContexts 2", total)
+	}
+	closeContext(t, a)
+	closeContext(t, b)
+	waitWarm(t, p, 2) // refilled once there is room
+}
+
+func closeContext(t *testing.T, c *Context) {
+	t.Helper()
+	if err := c.Close(timeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
