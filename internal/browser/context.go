@@ -241,6 +241,11 @@ func (c *Context) do(ctx context.Context, op string, scope callScope, kind errKi
 	case <-ctx.Done():
 	}
 
+	if kind == kindEvaluate && pg != nil {
+		// A script that spins keeps its renderer busy even after its page
+		// is closed: interrupt it first (CDP Runtime.terminateExecution).
+		c.pool.spawn(func() { c.cdp(pg, "Runtime.terminateExecution") })
+	}
 	grace := time.NewTimer(cancelGrace)
 	defer grace.Stop()
 	select {
@@ -510,9 +515,41 @@ func (c *Context) Navigate(ctx context.Context, url string, o NavigateOptions) (
 		return nil
 	})
 	if err != nil {
+		if errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			c.stopLoading()
+		}
 		return NavigateResult{}, err
 	}
 	return out, nil
+}
+
+// cdp sends one DevTools command to pg's target, within CloseTimeout.
+func (c *Context) cdp(pg playwright.Page, method string) {
+	done, err := c.pool.within(c.closing, c.pool.cfg.CloseTimeout, func() error {
+		s, err := c.bc.NewCDPSession(pg)
+		if err != nil {
+			return err
+		}
+		defer s.Detach()
+		_, err = s.Send(method, nil)
+		return err
+	})
+	if !done || err != nil {
+		c.pool.log.Info("DevTools command failed", zap.String("method", method), zap.Bool("in_time", done), zap.Error(err))
+	}
+}
+
+// stopLoading stops a navigation that outlived its command: Playwright's
+// timeout only stops the waiting, and the page would otherwise go on
+// loading and commit later, under the next command. It is the browser's
+// stop button (CDP Page.stopLoading): the previous document stays.
+func (c *Context) stopLoading() {
+	c.mu.Lock()
+	pg := c.page
+	c.mu.Unlock()
+	if pg != nil {
+		c.cdp(pg, "Page.stopLoading")
+	}
 }
 
 // Click clicks the first element matching selector, waiting for it to be

@@ -285,9 +285,6 @@ func (p *Pool) NewContext(ctx context.Context, opts ContextOptions) (*Context, e
 			return c, nil
 		}
 	}
-	p.mu.Lock()
-	p.closeLater(p.makeRoomLocked())
-	p.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		c, err := p.newContext(ctx, pwOpts)
 		if err == nil {
@@ -304,7 +301,7 @@ func (p *Pool) NewContext(ctx context.Context, opts ContextOptions) (*Context, e
 }
 
 func (p *Pool) newContext(ctx context.Context, opts playwright.BrowserNewContextOptions) (*Context, error) {
-	br, err := p.reserve(ctx)
+	br, err := p.reserve(ctx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -312,13 +309,17 @@ func (p *Pool) newContext(ctx context.Context, opts playwright.BrowserNewContext
 }
 
 // reserve returns a browser with a slot reserved for the caller, launching
-// one when none has room.
-func (p *Pool) reserve(ctx context.Context) (*browser, error) {
+// one when none has room. A lease's reservation (evict) first closes warm
+// contexts that stand in its way under MaxContexts, in the same locked step.
+func (p *Pool) reserve(ctx context.Context, evict bool) (*browser, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
 			return nil, fmt.Errorf("new context: %w", ErrClosed)
+		}
+		if evict {
+			p.closeLater(p.makeRoomLocked())
 		}
 		if br := p.pickLocked(); br != nil {
 			br.reserved++

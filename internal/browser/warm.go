@@ -43,8 +43,14 @@ func (p *Pool) takeWarm() *Context {
 // under MaxContexts (the warm pool yields to leases), and returns them for
 // the caller to close once it has unlocked.
 func (p *Pool) makeRoomLocked() []*Context {
+	if p.cfg.MaxContexts <= 0 {
+		return nil
+	}
+	// Contexts being closed still count until they are gone, so a burst of
+	// leases may close a few more warm ones than strictly needed; the
+	// refill brings them back.
 	var out []*Context
-	for p.cfg.MaxContexts > 0 && len(p.warm) > 0 && p.totalLocked()+1 > p.cfg.MaxContexts {
+	for need := p.totalLocked() + 1 - p.cfg.MaxContexts; need > 0 && len(p.warm) > 0; need-- {
 		out = append(out, p.warm[0])
 		p.warm = p.warm[1:]
 	}
@@ -60,11 +66,12 @@ func (p *Pool) closeLater(cs []*Context) {
 	}
 }
 
-// totalLocked counts the contexts that exist or are being made.
+// totalLocked counts the contexts that exist (warm, handed out, or being
+// closed) or are being made, from the browsers' own books.
 func (p *Pool) totalLocked() int {
-	n := len(p.contexts) + len(p.warm)
+	n := 0
 	for _, br := range p.browsers {
-		n += br.reserved
+		n += len(br.contexts) + br.reserved
 	}
 	return n
 }
@@ -148,7 +155,7 @@ func (p *Pool) addWarm() error {
 	if err != nil {
 		return err
 	}
-	br, err := p.reserve(ctx)
+	br, err := p.reserve(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -157,7 +164,9 @@ func (p *Pool) addWarm() error {
 		return err
 	}
 	p.mu.Lock()
-	park := !p.closed && c.LostErr() == nil
+	// A lease may have taken the room while this one was being made.
+	over := p.cfg.MaxContexts > 0 && p.totalLocked() > p.cfg.MaxContexts
+	park := !p.closed && !over && c.LostErr() == nil
 	if park {
 		p.warm = append(p.warm, c)
 	}
