@@ -21,7 +21,7 @@ GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: help setup gen build run test lint bench clean
+.PHONY: help setup gen build run test lint bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -70,6 +70,11 @@ lint: setup ## gofmt, go vet, buf lint, buf breaking, and gen/ up to date with p
 
 bench: setup ## benchmark the broker against in-process Playwright and Playwright's browser server; writes bench/results.json (flags: BENCH_ARGS=...)
 	go run ./cmd/bench --driver-dir $(DRIVER_DIR) --chromium $(CHROMIUM) $(BENCH_ARGS)
+
+SOAK_CYCLES ?= 2000
+
+soak: setup ## churn SOAK_CYCLES leases (default 2000) through a real broker and check nothing leaks
+	go run ./cmd/soak --cycles $(SOAK_CYCLES) --driver-dir $(DRIVER_DIR) --chromium $(CHROMIUM)
 
 clean: ## remove build output (keeps the installed tools)
 	rm -rf bin $(CACHE)/gen-check

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// TestQuickRun runs the whole benchmark at --quick sizes (about half a
+// TestQuickRun runs the whole benchmark at --quick sizes (about a
 // minute, real Chromium) and checks that every figure is there. It runs
 // only with BROKER_BENCH_SMOKE=1, so that `make test` stays fast.
 func TestQuickRun(t *testing.T) {
@@ -22,7 +22,7 @@ func TestQuickRun(t *testing.T) {
 	if err := run(t.Context(), []string{"--quick", "--out", out}, &stdout, &stderr); err != nil {
 		t.Fatalf("run(--quick) = %v\nstderr:\n%s", err, stderr.String())
 	}
-	for _, want := range []string{"Grant latency", "Scraper job", "Evaluate", "Lease churn", "Reclaim latency", "Memory", "warm pool hit"} {
+	for _, want := range []string{"Grant latency", "Scraper job", "Evaluate", "Lease churn", "Reclaim latency", "Memory", "warm pool hit", "broker, warm pool", "hit rate"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout.String())
 		}
@@ -38,6 +38,10 @@ func TestQuickRun(t *testing.T) {
 	}
 	positive := map[string]float64{
 		"grant_latency.cold.p50_ms":                    r.Grant.Cold.P50Ms,
+		"grant_latency.warm_pool_hit.p50_ms":           r.Grant.WarmPoolHit.P50Ms,
+		"scraper_job.broker_warm_pool.p50_ms":          r.Jobs.BrokerWarm.P50Ms,
+		"scraper_job.broker_warm_pool_over_in_process": r.Jobs.BrokerWarmOverInProcess.P50,
+		"scraper_job.warm_pool.hit_rate":               r.Jobs.WarmPool.HitRate,
 		"scraper_job.broker.p50_ms":                    r.Jobs.Broker.P50Ms,
 		"scraper_job.in_process.p50_ms":                r.Jobs.InProcess.P50Ms,
 		"scraper_job.browser_server.p50_ms":            r.Jobs.BrowserServer.P50Ms,
@@ -54,8 +58,13 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("%s = %v, want > 0", name, v)
 		}
 	}
-	if r.Grant.WarmPoolHit != nil {
-		t.Errorf("grant_latency.warm_pool_hit = %+v, want null (no warm pool)", r.Grant.WarmPoolHit)
+	if g := r.Grant; g.WarmPoolHit.N == 0 || g.WarmPoolHit.N != g.Cold.N || g.WarmHits != uint64(g.WarmPoolHit.N) || g.WarmMisses != 0 {
+		t.Errorf("grant_latency: cold n %d, warm_pool_hit n %d, warm hits %d, misses %d; want as many warm as cold samples (> 0), each a hit",
+			g.Cold.N, g.WarmPoolHit.N, g.WarmHits, g.WarmMisses)
+	}
+	if wp := r.Jobs.WarmPool; wp.Hits+wp.Misses != r.Jobs.BrokerWarm.N || r.Jobs.BrokerWarm.N != r.Jobs.Broker.N || wp.HitRate <= 0 || wp.HitRate > 1 {
+		t.Errorf("scraper_job.warm_pool = %+v with %d warm-pool and %d cold broker jobs; want a hit or a miss per warm-pool job and a hit rate in (0, 1]",
+			wp, r.Jobs.BrokerWarm.N, r.Jobs.Broker.N)
 	}
 	if len(r.Churn.CoreFake) == 0 || r.Churn.CoreFake[0].CyclesPerS <= 0 {
 		t.Errorf("lease_churn.core_fake_backend = %+v, want cycles/s for each concurrency", r.Churn.CoreFake)

@@ -8,6 +8,7 @@ import (
 	"github.com/playwright-community/playwright-go"
 
 	"github.com/browserbroker/broker/client"
+	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 )
 
 // The steps of a scraper job, in order.
@@ -42,13 +43,67 @@ type path interface {
 	job(ctx context.Context, url string, sw *stopwatch) error
 }
 
-// brokerPath leases from the broker with the Go client.
+// brokerPath leases from the broker with the Go client, cold: its context
+// options are not the default, so every job gets a new context even from a
+// broker with a warm pool.
 type brokerPath struct{ c *client.Client }
 
 func (brokerPath) key() string { return "broker" }
 
-func (p brokerPath) job(ctx context.Context, url string, sw *stopwatch) (err error) {
-	l, err := p.c.Acquire(ctx, client.AcquireOptions{TTL: time.Minute})
+func (p brokerPath) job(ctx context.Context, url string, sw *stopwatch) error {
+	return brokerJob(ctx, p.c, coldContext(), url, sw)
+}
+
+// warmBrokerPath leases from the broker with default options, so that the
+// acquire takes a context from the broker's warm pool when one is ready.
+// Around each job (untimed) it reads GetStats to tell a hit from a miss.
+type warmBrokerPath struct {
+	c *client.Client
+	// hit says, per job in order, whether its acquire hit the warm pool.
+	hit []bool
+	// before are the warm_hits and warm_misses read before the running job.
+	hits0, misses0 uint64
+}
+
+func (*warmBrokerPath) key() string { return "broker_warm_pool" }
+
+func (p *warmBrokerPath) job(ctx context.Context, url string, sw *stopwatch) error {
+	return brokerJob(ctx, p.c, nil, url, sw)
+}
+
+func (p *warmBrokerPath) before(ctx context.Context) error {
+	st, err := p.c.Stats(ctx)
+	if err != nil {
+		return fmt.Errorf("GetStats: %w", err)
+	}
+	p.hits0, p.misses0 = st.GetWarmHits(), st.GetWarmMisses()
+	return nil
+}
+
+func (p *warmBrokerPath) after(ctx context.Context) error {
+	st, err := p.c.Stats(ctx)
+	if err != nil {
+		return fmt.Errorf("GetStats: %w", err)
+	}
+	hits, misses := st.GetWarmHits()-p.hits0, st.GetWarmMisses()-p.misses0
+	if hits+misses != 1 {
+		return fmt.Errorf("one default acquire moved warm_hits by %d and warm_misses by %d, want 1 in all", hits, misses)
+	}
+	p.hit = append(p.hit, hits == 1)
+	return nil
+}
+
+// jobObserver is a path that looks at the broker around each of its jobs,
+// outside the timed part.
+type jobObserver interface {
+	before(ctx context.Context) error
+	after(ctx context.Context) error
+}
+
+// brokerJob is the scraper job through the broker, with the given context
+// options (nil: the defaults).
+func brokerJob(ctx context.Context, c *client.Client, opts *brokerv1.ContextOptions, url string, sw *stopwatch) (err error) {
+	l, err := c.Acquire(ctx, client.AcquireOptions{TTL: time.Minute, Context: opts})
 	if err != nil {
 		return fmt.Errorf("acquire: %w", err)
 	}
@@ -175,19 +230,44 @@ func drivePage(page playwright.Page, url string, sw *stopwatch) error {
 
 // runJobs runs warmup rounds, then jobs rounds; a round runs one job on
 // every path in turn, starting with a different path each round so that no
-// path always runs right after the same one.
-func runJobs(ctx context.Context, paths []path, url string, warmup, jobs int, progress func(string)) (JobResult, error) {
+// path always runs right after the same one. The warm-pool path's jobs are
+// told apart into hits and misses; the run fails when none hit, or when
+// anything but that path's acquires moved the warm pool's counters.
+func runJobs(ctx context.Context, c *client.Client, paths []path, url string, warmup, jobs int, progress func(string)) (JobResult, error) {
 	totals := map[string][]time.Duration{}
 	steps := map[string]map[string][]time.Duration{}
 	for _, p := range paths {
 		steps[p.key()] = map[string][]time.Duration{}
 	}
+	start, err := c.Stats(ctx)
+	if err != nil {
+		return JobResult{}, fmt.Errorf("GetStats: %w", err)
+	}
+	var warmJob []time.Duration // timed warm-pool jobs, in the order of warm.hit[warmup:]
+	var warm *warmBrokerPath
 	for round := range warmup + jobs {
 		for k := range paths {
 			p := paths[(round+k)%len(paths)]
+			obs, _ := p.(jobObserver)
+			if obs != nil {
+				if err := obs.before(ctx); err != nil {
+					return JobResult{}, fmt.Errorf("job %d on %s: %w", round, p.key(), err)
+				}
+			}
 			sw := newStopwatch()
 			if err := p.job(ctx, url, sw); err != nil {
 				return JobResult{}, fmt.Errorf("job %d on %s: %w", round, p.key(), err)
+			}
+			if obs != nil {
+				if err := obs.after(ctx); err != nil {
+					return JobResult{}, fmt.Errorf("job %d on %s: %w", round, p.key(), err)
+				}
+			}
+			if w, ok := p.(*warmBrokerPath); ok {
+				warm = w
+				if round >= warmup {
+					warmJob = append(warmJob, sw.total())
+				}
 			}
 			if round < warmup {
 				continue
@@ -204,12 +284,21 @@ func runJobs(ctx context.Context, paths []path, url string, warmup, jobs int, pr
 			progress(fmt.Sprintf("scraper jobs: round %d of %d", round+1, warmup+jobs))
 		}
 	}
+	end, err := c.Stats(ctx)
+	if err != nil {
+		return JobResult{}, fmt.Errorf("GetStats: %w", err)
+	}
 	r := JobResult{
 		Job:           fmt.Sprintf("acquire, navigate to a local page with %d items, fill an input, click a button, read the %d texts, release", itemCount, itemCount),
 		Broker:        summarize(totals["broker"]),
+		BrokerWarm:    summarize(totals["broker_warm_pool"]),
 		InProcess:     summarize(totals["in_process"]),
 		BrowserServer: summarize(totals["browser_server"]),
-		Steps:         map[string]map[string]Latency{},
+		BrokerMethod: fmt.Sprintf("client.Acquire with context option viewport %dx%d (not the default), which bypasses the warm pool: a new context and page per job",
+			coldViewport.Width, coldViewport.Height),
+		WarmMethod: "client.Acquire with no context options on the same broker (--warm), served from the warm pool when a context is ready; " +
+			"the broker refills the pool in the background, while the other paths' jobs run",
+		Steps: map[string]map[string]Latency{},
 	}
 	for key, byStep := range steps {
 		r.Steps[key] = map[string]Latency{}
@@ -219,13 +308,53 @@ func runJobs(ctx context.Context, paths []path, url string, warmup, jobs int, pr
 	}
 	r.BrokerOverInProcess = ratio(r.Broker, r.InProcess)
 	r.BrokerOverBrowserServer = ratio(r.Broker, r.BrowserServer)
+	r.BrokerWarmOverInProcess = ratio(r.BrokerWarm, r.InProcess)
+	r.BrokerWarmOverBrowserServer = ratio(r.BrokerWarm, r.BrowserServer)
+	r.BrokerWarmOverBroker = ratio(r.BrokerWarm, r.Broker)
+	if warm == nil {
+		return r, nil
+	}
+
+	wu := WarmUse{Method: "GetStats read before and after each warm-pool job (untimed): warm_hits +1 is a hit, warm_misses +1 a miss " +
+		"(no warm context was ready: the refill had not caught up, and the acquire opened a new context)"}
+	var hitJobs, missJobs []time.Duration
+	for i, h := range warm.hit {
+		timed := i >= warmup
+		switch {
+		case h && timed:
+			wu.Hits++
+			hitJobs = append(hitJobs, warmJob[i-warmup])
+		case timed:
+			wu.Misses++
+			missJobs = append(missJobs, warmJob[i-warmup])
+		}
+		if h {
+			wu.AllHits++
+		} else {
+			wu.AllMisses++
+		}
+	}
+	if n := wu.Hits + wu.Misses; n > 0 {
+		wu.HitRate = round(float64(wu.Hits) / float64(n))
+	}
+	wu.HitLatency, wu.MissLatency = summarize(hitJobs), summarize(missJobs)
+	r.WarmPool = wu
+	dh, dm := end.GetWarmHits()-start.GetWarmHits(), end.GetWarmMisses()-start.GetWarmMisses()
+	if dh != uint64(wu.AllHits) || dm != uint64(wu.AllMisses) {
+		return r, fmt.Errorf("warm pool over the jobs: warm_hits rose by %d and warm_misses by %d, but the warm-pool path saw %d and %d "+
+			"(did a cold acquire touch the pool?)", dh, dm, wu.AllHits, wu.AllMisses)
+	}
+	if wu.AllHits == 0 {
+		return r, fmt.Errorf("none of the %d warm-pool jobs hit the warm pool (%d misses)", len(warm.hit), wu.AllMisses)
+	}
 	return r, nil
 }
 
 // runEvaluate times Evaluate("1") on one loaded page per path, the paths
 // interleaved call by call.
 func runEvaluate(ctx context.Context, c *client.Client, inproc *inProcess, wsEndpoint, url string, n int) (EvalResult, error) {
-	l, err := c.Acquire(ctx, client.AcquireOptions{TTL: time.Minute})
+	// Cold, so that the warm pool stays full and no refill runs meanwhile.
+	l, err := c.Acquire(ctx, client.AcquireOptions{TTL: time.Minute, Context: coldContext()})
 	if err != nil {
 		return EvalResult{}, fmt.Errorf("acquire: %w", err)
 	}

@@ -14,30 +14,105 @@ import (
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 )
 
-// runGrants times n acquires one after another (each released, untimed,
-// before the next): acquire sent → granted received.
-func runGrants(ctx context.Context, c *client.Client, n int) (GrantResult, error) {
-	var sample []time.Duration
-	for i := range n + 1 { // the first one warms the connection up
-		start := time.Now()
-		l, err := c.Acquire(ctx, client.AcquireOptions{TTL: time.Minute})
-		took := time.Since(start)
+// coldViewport is the viewport cold acquires ask for: any context option
+// makes an acquire non-default, and only default acquires take a warm
+// context, so these always open a new context even on a broker with --warm.
+// One pixel taller than the broker's default 1280x720, so the page is the
+// same size on every path.
+var coldViewport = &brokerv1.Viewport{Width: 1280, Height: 721}
+
+// coldContext are the context options of a cold acquire.
+func coldContext() *brokerv1.ContextOptions {
+	return &brokerv1.ContextOptions{Viewport: coldViewport}
+}
+
+// warmFull polls GetStats every 10ms until the warm pool holds want
+// contexts, and returns the stats that showed it.
+func warmFull(ctx context.Context, c *client.Client, want int) (*brokerv1.GetStatsResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		st, err := c.Stats(ctx)
 		if err != nil {
-			return GrantResult{}, fmt.Errorf("acquire %d: %w", i, err)
+			return nil, fmt.Errorf("GetStats: %w", err)
 		}
-		if _, err := l.Release(ctx); err != nil {
-			return GrantResult{}, fmt.Errorf("release %d: %w", i, err)
+		if int(st.GetWarmContexts()) == want {
+			return st, nil
 		}
-		if i > 0 {
-			sample = append(sample, took)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("warm pool holds %d contexts, want %d: %w", st.GetWarmContexts(), want, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// runGrants times n cold and n warm acquires on a broker started with
+// --warm warm, one at a time and interleaved (cold, warm, cold, ...), each
+// released, untimed, before the next: acquire sent → granted received.
+// Before every acquire it waits until the warm pool is full again, so no
+// refill runs during a timed acquire and every warm acquire can hit. Cold
+// acquires ask for a non-default viewport (they bypass the pool); warm
+// ones ask for nothing. The run fails unless warm_hits rose by exactly the
+// number of warm acquires and the cold ones left the pool's counters alone.
+func runGrants(ctx context.Context, c *client.Client, n, warm int) (GrantResult, error) {
+	grant := func(opts *brokerv1.ContextOptions) (time.Duration, error) {
+		if _, err := warmFull(ctx, c, warm); err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		l, err := c.Acquire(ctx, client.AcquireOptions{TTL: time.Minute, Context: opts})
+		took := time.Since(start)
+		if err != nil {
+			return 0, fmt.Errorf("acquire: %w", err)
+		}
+		if _, err := l.Release(ctx); err != nil {
+			return 0, fmt.Errorf("release: %w", err)
+		}
+		return took, nil
+	}
+	// The first cold acquire warms the connection up, untimed.
+	if _, err := grant(coldContext()); err != nil {
+		return GrantResult{}, fmt.Errorf("warm-up acquire: %w", err)
+	}
+	before, err := warmFull(ctx, c, warm)
+	if err != nil {
+		return GrantResult{}, err
+	}
+	var cold, hot []time.Duration
+	for i := range n {
+		d, err := grant(coldContext())
+		if err != nil {
+			return GrantResult{}, fmt.Errorf("cold acquire %d: %w", i, err)
+		}
+		cold = append(cold, d)
+		if d, err = grant(nil); err != nil {
+			return GrantResult{}, fmt.Errorf("warm acquire %d: %w", i, err)
+		}
+		hot = append(hot, d)
+	}
+	after, err := warmFull(ctx, c, warm)
+	if err != nil {
+		return GrantResult{}, err
+	}
+	hits := after.GetWarmHits() - before.GetWarmHits()
+	misses := after.GetWarmMisses() - before.GetWarmMisses()
+	if hits != uint64(n) || misses != 0 {
+		return GrantResult{}, fmt.Errorf("%d warm acquires made %d warm hits and %d misses, want %d and 0 "+
+			"(the cold acquires must bypass the pool, every warm one hit it)", n, hits, misses, n)
+	}
 	return GrantResult{
-		Method: "client.Acquire one at a time on an idle broker, each lease released before the next; " +
-			"every grant opens a new browser context and page on the running Chromium",
-		Cold:        summarize(sample),
-		WarmPoolHit: nil,
-		WarmNote:    "n/a: the broker keeps no pre-opened contexts, every grant is cold",
+		Method: fmt.Sprintf("client.Acquire one at a time on an otherwise idle broker started with --warm %d, cold and warm acquires interleaved, "+
+			"each lease released before the next; before every acquire GetStats is polled until warm_contexts == %d, "+
+			"so no refill runs during a timed acquire", warm, warm),
+		ColdMethod: fmt.Sprintf("context option viewport %dx%d (not the default), which bypasses the warm pool: "+
+			"every grant opens a new browser context and page on the running Chromium", coldViewport.Width, coldViewport.Height),
+		WarmMethod:   "no context options (the defaults), served from the warm pool: the grant hands out a context and page made ahead",
+		Cold:         summarize(cold),
+		WarmPoolHit:  summarize(hot),
+		WarmPoolSize: warm,
+		WarmHits:     hits,
+		WarmMisses:   misses,
 	}, nil
 }
 

@@ -2,12 +2,13 @@
 // worker gets a browser without it, on one machine, with the same Chromium
 // and a local test site, all on loopback:
 //
-//  1. grant latency through the broker (acquire → granted);
+//  1. grant latency through the broker (acquire → granted), cold (a new
+//     context) and from the broker's warm pool (--warm);
 //  2. a small scraper job (acquire, navigate to a page with 50 items, fill,
-//     click, read the 50 texts, release) through the broker, with
-//     playwright-go in-process (a new context per job) and through
-//     Playwright's browser server (a new connection and context per job),
-//     interleaved job by job;
+//     click, read the 50 texts, release) through the broker, cold and from
+//     its warm pool, with playwright-go in-process (a new context per job)
+//     and through Playwright's browser server (a new connection and context
+//     per job), interleaved job by job;
 //  3. the per-command overhead: Evaluate("1") on a loaded page;
 //  4. lease churn: acquire+release cycles/s with real Chromium at
 //     concurrency = capacity, and through the lease core and gRPC alone
@@ -69,6 +70,7 @@ type config struct {
 	driverDir    string
 	chromium     string
 	capacity     int
+	warm         int
 	jobs         int
 	warmup       int
 	grants       int
@@ -99,9 +101,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.driverDir, "driver-dir", "", "Playwright driver folder (default: $PLAYWRIGHT_DRIVER_PATH, else <repo>/.cache/playwright/"+playwrightVersion+")")
 	fs.StringVar(&c.chromium, "chromium", cmpOrString(os.Getenv("BROKER_CHROMIUM"), "/usr/bin/chromium"), "Chromium executable, for every path")
 	fs.IntVar(&c.capacity, "capacity", 4*cpus, "the broker's --max-leases, and the concurrency of the real-Chromium churn")
+	fs.IntVar(&c.warm, "warm", 4, "the --warm (warm pool size) of the broker that runs the grant latency, the scraper jobs and the Evaluate calls; less than --capacity")
 	fs.IntVar(&c.jobs, "jobs", 30, "scraper jobs per path")
 	fs.IntVar(&c.warmup, "warmup", 2, "untimed scraper jobs per path first")
-	fs.IntVar(&c.grants, "grants", 50, "acquires timed for the grant latency")
+	fs.IntVar(&c.grants, "grants", 50, "acquires timed for the grant latency, cold and warm-pool each")
 	fs.IntVar(&c.evals, "evals", 200, "Evaluate calls per path")
 	fs.IntVar(&c.reclaims, "reclaims", 20, "reclaims timed per trigger")
 	fs.DurationVar(&c.reclaimTTL, "reclaim-ttl", time.Second, "idle TTL of the leases left to expire")
@@ -155,6 +158,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if v < 1 {
 			return c, fmt.Errorf("--%s must be at least 1, got %d", name, v)
 		}
+	}
+	if c.warm < 1 || c.warm >= c.capacity {
+		return c, fmt.Errorf("--warm must be at least 1 and less than --capacity (%d), got %d", c.capacity, c.warm)
 	}
 	if c.warmup < 0 || c.reclaimTTL <= 0 || c.pollInterval <= 0 || c.memSettle < 0 {
 		return c, errors.New("--warmup, --reclaim-ttl, --poll-interval and --memory-settle must not be negative")
@@ -257,6 +263,10 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 			MemoryLevels:       c.memLevels,
 			MemorySettleMs:     ms(c.memSettle),
 			ContextsPerBrowser: 8,
+			Warm:               c.warm,
+			Brokers: fmt.Sprintf("grant latency, scraper jobs and Evaluate: a broker with --max-leases %d --warm %d; "+
+				"reclaim latency and real-Chromium churn: a broker with --max-leases %d and no warm pool; memory: its own broker, no warm pool",
+				c.capacity, c.warm, c.capacity),
 		},
 	}
 
@@ -287,8 +297,8 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 	defer site.Close()
 	url := site.URL + "/items"
 
-	progress("starting the broker, playwright-go in-process and Playwright's browser server")
-	broker, err := startBroker(ctx, brokerBin, c.driverDir, c.chromium, "--max-leases", strconv.Itoa(c.capacity))
+	progress(fmt.Sprintf("starting the broker (--warm %d), playwright-go in-process and Playwright's browser server", c.warm))
+	broker, err := startBroker(ctx, brokerBin, c.driverDir, c.chromium, "--max-leases", strconv.Itoa(c.capacity), "--warm", strconv.Itoa(c.warm))
 	if err != nil {
 		return nil, err
 	}
@@ -313,14 +323,14 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 	bc := client.New(conn)
 	defer bc.Close()
 
-	progress(fmt.Sprintf("grant latency: %d acquires", c.grants))
-	if res.Grant, err = runGrants(ctx, bc, c.grants); err != nil {
+	progress(fmt.Sprintf("grant latency: %d cold and %d warm-pool acquires", c.grants, c.grants))
+	if res.Grant, err = runGrants(ctx, bc, c.grants, c.warm); err != nil {
 		return nil, fmt.Errorf("grant latency: %w", err)
 	}
 
 	progress(fmt.Sprintf("scraper jobs: %d per path (+%d warm-up), interleaved", c.jobs, c.warmup))
-	paths := []path{brokerPath{bc}, inProcessPath{inproc}, browserServerPath{inproc, server.wsEndpoint}}
-	if res.Jobs, err = runJobs(ctx, paths, url, c.warmup, c.jobs, progress); err != nil {
+	paths := []path{brokerPath{bc}, inProcessPath{inproc}, &warmBrokerPath{c: bc}, browserServerPath{inproc, server.wsEndpoint}}
+	if res.Jobs, err = runJobs(ctx, bc, paths, url, c.warmup, c.jobs, progress); err != nil {
 		return nil, fmt.Errorf("scraper jobs: %w", err)
 	}
 
@@ -329,22 +339,43 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 		return nil, fmt.Errorf("evaluate: %w", err)
 	}
 
+	// Reclaims and churn run on a broker without a warm pool: warm
+	// contexts share the capacity, and churn at concurrency = capacity
+	// would keep evicting and refilling them.
+	server.stop()
+	inproc.stop()
+	bc.Close()
+	conn.Close()
+	broker.stop()
+	progress("starting a broker without a warm pool for reclaims and churn")
+	plain, err := startBroker(ctx, brokerBin, c.driverDir, c.chromium, "--max-leases", strconv.Itoa(c.capacity))
+	if err != nil {
+		return nil, err
+	}
+	defer plain.stop()
+	pconn, err := grpc.NewClient(plain.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer pconn.Close()
+	pc := client.New(pconn)
+	defer pc.Close()
+
 	progress(fmt.Sprintf("reclaim latency: %d per trigger", c.reclaims))
-	if res.Reclaim, err = runReclaims(ctx, newReclaimer(conn, url, c.pollInterval), c.reclaims, c.reclaimTTL, progress); err != nil {
+	if res.Reclaim, err = runReclaims(ctx, newReclaimer(pconn, url, c.pollInterval), c.reclaims, c.reclaimTTL, progress); err != nil {
 		return nil, fmt.Errorf("reclaim latency: %w", err)
 	}
 
 	progress(fmt.Sprintf("lease churn with real Chromium: %d cycles at concurrency %d", c.churnCycles, c.capacity))
 	res.Churn.Cycle = "acquire → granted → release → revoked{RELEASED}, no page commands"
-	if res.Churn.RealChromium, err = runChurn(ctx, bc, c.capacity, c.churnCycles); err != nil {
+	if res.Churn.RealChromium, err = runChurn(ctx, pc, c.capacity, c.churnCycles); err != nil {
 		return nil, fmt.Errorf("churn: %w", err)
 	}
 
 	// What follows measures without the browsers above running.
-	server.stop()
-	inproc.stop()
-	broker.stop()
-	conn.Close()
+	plain.stop()
+	pc.Close()
+	pconn.Close()
 
 	res.Churn.CoreFakeSetup = "lease.Manager (capacity = concurrency) over a fake backend whose sessions are counters, " +
 		"the broker's gRPC server (server.New + server.NewGRPCServer) on loopback TCP in this process, one Go client"

@@ -60,6 +60,11 @@ type Settings struct {
 	MemoryLevels       []int   `json:"memory_levels_leases"`
 	MemorySettleMs     float64 `json:"memory_settle_ms"`
 	ContextsPerBrowser int     `json:"contexts_per_browser"`
+	// Warm is the --warm of the broker that ran the grant latency, the
+	// scraper jobs and the Evaluate calls; Brokers says which broker ran
+	// which measurement.
+	Warm    int    `json:"warm_pool_size"`
+	Brokers string `json:"brokers"`
 }
 
 // Latency summarises a sample of durations. P99 uses the nearest rank, so
@@ -119,26 +124,62 @@ func ratio(a, b Latency) Ratio {
 	return Ratio{P50: div(a.P50Ms, b.P50Ms), P99: div(a.P99Ms, b.P99Ms)}
 }
 
-// GrantResult is the time from sending acquire to receiving granted.
+// GrantResult is the time from sending acquire to receiving granted, cold
+// (a new context) and from the warm pool.
 type GrantResult struct {
-	Method string  `json:"method"`
-	Cold   Latency `json:"cold"`
-	// WarmPoolHit is null: the broker keeps no pre-opened contexts.
-	WarmPoolHit *Latency `json:"warm_pool_hit"`
-	WarmNote    string   `json:"warm_pool_hit_note"`
+	Method      string  `json:"method"`
+	ColdMethod  string  `json:"cold_method"`
+	WarmMethod  string  `json:"warm_pool_hit_method"`
+	Cold        Latency `json:"cold"`
+	WarmPoolHit Latency `json:"warm_pool_hit"`
+	// WarmPoolSize is the broker's --warm.
+	WarmPoolSize int `json:"warm_pool_size"`
+	// WarmHits and WarmMisses are how much GetStats' warm_hits and
+	// warm_misses rose over the timed acquires: hits == warm_pool_hit.n
+	// and no misses, or the run fails.
+	WarmHits   uint64 `json:"warm_hits"`
+	WarmMisses uint64 `json:"warm_misses"`
 }
 
-// JobResult is the scraper job on the three paths, run interleaved.
+// WarmUse is how the warm-pool path of the scraper job fared: each of its
+// acquires either took a warm context (hit) or found none ready (miss)
+// and opened one, as GetStats' warm_hits and warm_misses show around the
+// job.
+type WarmUse struct {
+	Method string `json:"method"`
+	// Hits and Misses count the timed jobs; HitRate = Hits / (Hits +
+	// Misses).
+	Hits    int     `json:"hits"`
+	Misses  int     `json:"misses"`
+	HitRate float64 `json:"hit_rate"`
+	// AllHits and AllMisses count every job of the path, warm-up included.
+	AllHits   int `json:"all_hits"`
+	AllMisses int `json:"all_misses"`
+	// HitLatency and MissLatency split the timed jobs by hit and miss.
+	HitLatency  Latency `json:"hit_job"`
+	MissLatency Latency `json:"miss_job"`
+}
+
+// JobResult is the scraper job on the four paths, run interleaved.
 type JobResult struct {
-	Job           string  `json:"job"`
+	Job string `json:"job"`
+	// Broker leases with a non-default viewport (cold: a new context per
+	// job); BrokerWarm with default options (from the warm pool).
 	Broker        Latency `json:"broker"`
+	BrokerWarm    Latency `json:"broker_warm_pool"`
 	InProcess     Latency `json:"in_process"`
 	BrowserServer Latency `json:"browser_server"`
+	BrokerMethod  string  `json:"broker_method"`
+	WarmMethod    string  `json:"broker_warm_pool_method"`
+	WarmPool      WarmUse `json:"warm_pool"`
 	// Steps is each path's per-step latency (acquire, navigate, fill,
 	// click, text, release).
-	Steps                   map[string]map[string]Latency `json:"steps"`
-	BrokerOverInProcess     Ratio                         `json:"broker_over_in_process"`
-	BrokerOverBrowserServer Ratio                         `json:"broker_over_browser_server"`
+	Steps                       map[string]map[string]Latency `json:"steps"`
+	BrokerOverInProcess         Ratio                         `json:"broker_over_in_process"`
+	BrokerOverBrowserServer     Ratio                         `json:"broker_over_browser_server"`
+	BrokerWarmOverInProcess     Ratio                         `json:"broker_warm_pool_over_in_process"`
+	BrokerWarmOverBrowserServer Ratio                         `json:"broker_warm_pool_over_browser_server"`
+	BrokerWarmOverBroker        Ratio                         `json:"broker_warm_pool_over_broker"`
 }
 
 // EvalResult is Evaluate("1") on a loaded page, per path.
@@ -222,6 +263,9 @@ func printTable(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "browser-lease broker benchmark  %s  (%d CPUs, load %.2f→%.2f, %s, Playwright %s%s)\n",
 		r.Started.Format(time.RFC3339), r.Host.CPUs, r.Host.LoadAvg1Start, r.Host.LoadAvg1End,
 		r.Host.ChromiumVersion, r.Host.PlaywrightVersion, map[bool]string{true: ", --quick"}[r.Quick])
+	if r.Settings.Brokers != "" {
+		fmt.Fprintf(w, "brokers: %s\n", r.Settings.Brokers)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	row := func(cells ...any) {
 		for i, c := range cells {
@@ -245,20 +289,31 @@ func printTable(w io.Writer, r *Results) {
 		row(append([]any{name, l.N, l.P50Ms, l.P99Ms, l.MeanMs, l.MaxMs}, extra...)...)
 	}
 
-	section("1. Grant latency through the broker (acquire sent → granted received)")
+	section(fmt.Sprintf("1. Grant latency through the broker (acquire sent → granted received; broker with --warm %d)", r.Grant.WarmPoolSize))
 	row("", "n", "p50 ms", "p99 ms", "mean ms", "max ms")
-	lat("cold (new context + page)", r.Grant.Cold)
-	row("warm pool hit", "n/a", "n/a", "n/a", "n/a", "n/a")
+	lat(fmt.Sprintf("cold (viewport %dx%d: new context + page)", coldViewport.Width, coldViewport.Height), r.Grant.Cold)
+	lat("warm pool hit (default options)", r.Grant.WarmPoolHit)
+	tw.Flush()
+	fmt.Fprintf(w, "   warm_hits rose by %d, warm_misses by %d over the %d warm acquires; the pool was full before every acquire\n",
+		r.Grant.WarmHits, r.Grant.WarmMisses, r.Grant.WarmPoolHit.N)
 
 	section("2. Scraper job: " + r.Jobs.Job)
-	row("path", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "broker ÷ path p50", "p99")
-	lat("broker (gRPC)", r.Jobs.Broker, "", "")
-	lat("playwright-go in-process", r.Jobs.InProcess, r.Jobs.BrokerOverInProcess.P50, r.Jobs.BrokerOverInProcess.P99)
-	lat("browser server (connect/job)", r.Jobs.BrowserServer, r.Jobs.BrokerOverBrowserServer.P50, r.Jobs.BrokerOverBrowserServer.P99)
+	row("path", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "cold broker ÷ path p50", "p99", "warm broker ÷ path p50", "p99")
+	j := r.Jobs
+	lat("broker, cold (gRPC)", j.Broker, "", "", j.BrokerWarmOverBroker.P50, j.BrokerWarmOverBroker.P99)
+	lat("broker, warm pool (gRPC)", j.BrokerWarm, "", "", "", "")
+	lat("playwright-go in-process", j.InProcess, j.BrokerOverInProcess.P50, j.BrokerOverInProcess.P99, j.BrokerWarmOverInProcess.P50, j.BrokerWarmOverInProcess.P99)
+	lat("browser server (connect/job)", j.BrowserServer, j.BrokerOverBrowserServer.P50, j.BrokerOverBrowserServer.P99, j.BrokerWarmOverBrowserServer.P50, j.BrokerWarmOverBrowserServer.P99)
 	tw.Flush()
+	wp := j.WarmPool
+	fmt.Fprintf(w, "   warm pool: %d hits, %d misses over the %d timed warm-pool jobs, hit rate %.0f%% (warm-up included: %d hits, %d misses)\n",
+		wp.Hits, wp.Misses, wp.Hits+wp.Misses, 100*wp.HitRate, wp.AllHits, wp.AllMisses)
+	if wp.Misses > 0 {
+		fmt.Fprintf(w, "   warm-pool jobs that hit: p50 %.2f ms; that missed (refill behind): p50 %.2f ms\n", wp.HitLatency.P50Ms, wp.MissLatency.P50Ms)
+	}
 	fmt.Fprintln(w, "   p50 per step, ms:")
 	row("path", "acquire", "navigate", "fill", "click", "text", "release")
-	for _, p := range []struct{ key, name string }{{"broker", "broker"}, {"in_process", "in-process"}, {"browser_server", "browser server"}} {
+	for _, p := range []struct{ key, name string }{{"broker", "broker, cold"}, {"broker_warm_pool", "broker, warm pool"}, {"in_process", "in-process"}, {"browser_server", "browser server"}} {
 		st := r.Jobs.Steps[p.key]
 		row(p.name, st["acquire"].P50Ms, st["navigate"].P50Ms, st["fill"].P50Ms, st["click"].P50Ms, st["text"].P50Ms, st["release"].P50Ms)
 	}
