@@ -780,8 +780,10 @@ func TestFaultCommandsThatNeverEnd(t *testing.T) {
 		}
 		maxRenderers = max(maxRenderers, len(p.rendererPids()))
 	}
-	if got := site.hangTotal.Load(); got != rounds {
-		t.Errorf("the site saw %d requests for /hang, want %d", got, rounds)
+	// A navigation stopped before its request left the browser never
+	// reaches the site; none may reach it twice.
+	if got := site.hangTotal.Load(); got > rounds {
+		t.Errorf("the site saw %d requests for /hang, want at most %d", got, rounds)
 	}
 	// Nothing piles up: the hanging requests are closed, the renderers of
 	// replaced pages are gone, and none spins.
@@ -841,8 +843,8 @@ func TestFaultTimedOutNavigationDoesNotCommitLater(t *testing.T) {
 	if err != nil || resp.GetResultJson() != `"/a"` {
 		t.Errorf("Evaluate(location.pathname, 2s later) after the timed-out Navigate(/slow) = %v, %v; want \"/a\": the navigation went on after its DEADLINE_EXCEEDED", resp, err)
 	}
-	if served, aborted := site.slowServed.Load(), site.slowAborted.Load(); served != 0 || aborted != 1 {
-		t.Errorf("/slow: %d responses served, %d requests given up by the browser; want 0 and 1", served, aborted)
+	if served := site.slowServed.Load(); served != 0 {
+		t.Errorf("/slow: %d responses served after the Navigate timed out (%d requests given up); want none served", served, site.slowAborted.Load())
 	}
 	if got := evaluate(t, page, l.id, "1+1"); got != "2" {
 		t.Fatalf("Evaluate(1+1) at the end = %s, want 2", got)

@@ -20,6 +20,8 @@ type brokerProc struct {
 	addr   string
 	exited chan struct{}
 
+	logFile io.Writer // only the log goroutine writes it
+
 	mu          sync.Mutex
 	tail        []string // the last log lines
 	errorLines  int      // log entries at level error or above
@@ -29,8 +31,8 @@ type brokerProc struct {
 const logTail = 40
 
 // startBroker runs the broker on a free loopback port and waits until it
-// listens.
-func startBroker(ctx context.Context, path string, args []string) (*brokerProc, error) {
+// listens. Its whole log goes to logFile too, when not nil.
+func startBroker(ctx context.Context, path string, logFile io.Writer, args []string) (*brokerProc, error) {
 	all := append([]string{"--addr", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(path, all...)
 	pr, pw := io.Pipe()
@@ -38,9 +40,11 @@ func startBroker(ctx context.Context, path string, args []string) (*brokerProc, 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start broker %s: %w", path, err)
 	}
-	b := &brokerProc{cmd: cmd, exited: make(chan struct{})}
+	b := &brokerProc{cmd: cmd, exited: make(chan struct{}), logFile: logFile}
 	addrc := make(chan string, 1)
+	logged := make(chan struct{})
 	go func() {
+		defer close(logged)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -51,6 +55,7 @@ func startBroker(ctx context.Context, path string, args []string) (*brokerProc, 
 	go func() {
 		_ = cmd.Wait()
 		pw.Close()
+		<-logged // exited means the whole log was read
 		close(b.exited)
 	}()
 	select {
@@ -74,6 +79,9 @@ func (b *brokerProc) logLine(line string, addrc chan<- string) {
 		Addr  string `json:"addr"`
 	}
 	parsed := json.Unmarshal([]byte(line), &entry) == nil
+	if b.logFile != nil {
+		_, _ = io.WriteString(b.logFile, line+"\n")
+	}
 	b.mu.Lock()
 	b.tail = append(b.tail, line)
 	if len(b.tail) > logTail {

@@ -91,6 +91,17 @@ type soaker struct {
 	// Hanging navigations whose request closed within navStopBound of
 	// their DEADLINE_EXCEEDED, and those still loading then.
 	navStopped, navNotStopped int
+	navStopMax                time.Duration // slowest of the stopped ones
+	navNeverSent              int           // stopped before their request reached the site
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *soaker) count(n *int) {
@@ -262,13 +273,27 @@ func (s *soaker) cycle(ctx context.Context, n int, k kind) (brokerv1.ReclaimReas
 		}
 		// The README promises the command is stopped in the browser: the
 		// page's request for /hang must close, before any other command
-		// could close it by the way.
+		// could close it by the way. A navigation stopped before its
+		// request reached the site is stopped too, unless it arrives late.
+		hr := s.site.hang(c)
+		timedOut := time.Now()
+		stopped := false
 		select {
-		case <-s.site.hang(c).ended:
-			s.count(&s.navStopped)
+		case <-hr.ended:
+			stopped = true
 		case <-time.After(navStopBound):
-			s.count(&s.navNotStopped)
 		}
+		s.mu.Lock()
+		switch {
+		case stopped:
+			s.navStopped++
+			s.navStopMax = max(s.navStopMax, time.Since(timedOut))
+		case isClosed(hr.arrived):
+			s.navNotStopped++
+		default:
+			s.navNeverSent++
+		}
+		s.mu.Unlock()
 		if err := s.onePlusOne(ctx, h.id, "after the hanging navigation"); err != nil {
 			return h.endReason(ctx, err)
 		}
@@ -278,6 +303,9 @@ func (s *soaker) cycle(ctx context.Context, n int, k kind) (brokerv1.ReclaimReas
 		}
 		if err := s.onePlusOne(ctx, h.id, "after the spinning script"); err != nil {
 			return h.endReason(ctx, err)
+		}
+		if !stopped && !isClosed(hr.arrived) && isClosed(s.site.hang(c).arrived) {
+			return h.endReason(ctx, errors.New("the timed-out Navigate(/hang) reached the site later, under the next commands"))
 		}
 		return h.release(ctx, brokerv1.ReclaimReason_RECLAIM_REASON_RELEASED)
 

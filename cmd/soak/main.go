@@ -84,6 +84,7 @@ type config struct {
 	maxFDGrowth  int
 	kinds        []kind   // the kinds of cycle to mix
 	brokerArgs   []string // extra broker flags
+	brokerLog    string   // file for the broker's whole log; empty: none
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -118,6 +119,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.brokerArgs = append(c.brokerArgs, v)
 		return nil
 	})
+	fs.StringVar(&c.brokerLog, "broker-log", "", "write the broker's whole JSON log to this file")
 	fs.StringVar(&kinds, "kinds", "", "comma-separated kinds of cycle to run (default all: "+strings.Join(kindNames[:], ",")+")")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -204,7 +206,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	site := newSite()
 	defer site.close()
-	b, err := startBroker(ctx, c.brokerPath, append([]string{
+	var logFile io.Writer
+	if c.brokerLog != "" {
+		f, err := os.Create(c.brokerLog)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logFile = f
+	}
+	b, err := startBroker(ctx, c.brokerPath, logFile, append([]string{
 		"--max-leases", fmt.Sprint(c.capacity),
 		"--driver-dir", c.driverDir,
 		"--chromium", c.chromium,
@@ -600,7 +611,9 @@ func (r *report) print(w io.Writer) []string {
 	check(len(leaked) == 0, "Chromium processes back to baseline", detail)
 	check(r.hangOpen == 0, "every hanging request closed by the end", fmt.Sprintf("%d still open", r.hangOpen))
 	check(s.navNotStopped == 0, "timed-out navigations stopped in the browser",
-		fmt.Sprintf("%d of %d still loading %v after DEADLINE_EXCEEDED", s.navNotStopped, s.navStopped+s.navNotStopped, navStopBound))
+		fmt.Sprintf("%d of %d still loading %v after DEADLINE_EXCEEDED; %d stopped within %v, %d before their request reached the site",
+			s.navNotStopped, s.navStopped+s.navNotStopped+s.navNeverSent, navStopBound,
+			s.navStopped, s.navStopMax.Round(time.Millisecond), s.navNeverSent))
 	growth := (r.end.rssKB - warm.rssKB) << 10
 	check(growth < r.c.maxRSSGrowth, "broker RSS growth after warm-up under the limit",
 		fmt.Sprintf("%+.1f MB (limit %d MB)", float64(growth)/(1<<20), r.c.maxRSSGrowth>>20))
