@@ -244,7 +244,7 @@ func (c *Context) do(ctx context.Context, op string, scope callScope, kind errKi
 	if kind == kindEvaluate && pg != nil {
 		// A script that spins keeps its renderer busy even after its page
 		// is closed: interrupt it first (CDP Runtime.terminateExecution).
-		c.pool.spawn(func() { c.cdp(pg, "Runtime.terminateExecution") })
+		c.pool.spawn(func() { _ = c.cdp(pg, "Runtime.terminateExecution") })
 	}
 	grace := time.NewTimer(cancelGrace)
 	defer grace.Stop()
@@ -523,8 +523,9 @@ func (c *Context) Navigate(ctx context.Context, url string, o NavigateOptions) (
 	return out, nil
 }
 
-// cdp sends one DevTools command to pg's target, within CloseTimeout.
-func (c *Context) cdp(pg playwright.Page, method string) {
+// cdp sends one DevTools command to pg's target, within CloseTimeout, and
+// reports whether it was carried out.
+func (c *Context) cdp(pg playwright.Page, method string) bool {
 	done, err := c.pool.within(c.closing, c.pool.cfg.CloseTimeout, func() error {
 		s, err := c.bc.NewCDPSession(pg)
 		if err != nil {
@@ -536,7 +537,9 @@ func (c *Context) cdp(pg playwright.Page, method string) {
 	})
 	if !done || err != nil {
 		c.pool.log.Info("DevTools command failed", zap.String("method", method), zap.Bool("in_time", done), zap.Error(err))
+		return false
 	}
+	return true
 }
 
 // stopLoading stops a navigation that outlived its command: Playwright's
@@ -547,8 +550,20 @@ func (c *Context) stopLoading() {
 	c.mu.Lock()
 	pg := c.page
 	c.mu.Unlock()
-	if pg != nil {
-		c.cdp(pg, "Page.stopLoading")
+	if pg == nil || c.cdp(pg, "Page.stopLoading") {
+		return
+	}
+	// The stop button could not be pressed (the page was between
+	// documents): close the page, which ends its loads, and open a new one.
+	c.mu.Lock()
+	if c.page == pg {
+		c.page = nil
+	}
+	c.mu.Unlock()
+	c.pool.log.Info("timed-out navigation not stoppable; replacing the page")
+	c.closePage(pg)
+	if err := c.openPage(nil); err != nil && c.stateErr("navigate") == nil {
+		c.markLost(fmt.Errorf("%w: could not replace the page after a timed-out navigation: %s", ErrPageCrashed, shortMessage(err)))
 	}
 }
 
