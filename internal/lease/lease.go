@@ -100,9 +100,6 @@ func (l *Lease) expiresAtLocked() time.Time {
 	return l.idleDeadline
 }
 
-// nextWakeLocked is when the timer must next look at the lease.
-func (l *Lease) nextWakeLocked() time.Time { return l.expiresAtLocked() }
-
 // onTimer runs when the lease's timer fires. Activity does not reset the
 // timer (that would put a timer operation on every command); instead the
 // timer checks the deadlines when it fires and re-arms itself if they moved.
@@ -122,7 +119,7 @@ func (l *Lease) onTimer() {
 	case !now.Before(l.idleDeadline) && l.inflight == 0:
 		m.reclaimLocked(l, TTLExpired, "no activity for "+now.Sub(l.lastActivity).String())
 	default:
-		wake := l.nextWakeLocked()
+		wake := l.expiresAtLocked()
 		if l.inflight > 0 && !wake.After(now) {
 			// A command is running: the lease is busy, not idle.
 			wake = now.Add(l.ttl)

@@ -400,7 +400,7 @@ func (m *Manager) register(s Session, req AcquireRequest) *Lease {
 	m.granted++
 	m.leases[l.id] = l
 	l.touchLocked(now)
-	l.timer = time.AfterFunc(l.nextWakeLocked().Sub(now), l.onTimer)
+	l.timer = time.AfterFunc(l.expiresAtLocked().Sub(now), l.onTimer)
 	m.mu.Unlock()
 	return l
 }
