@@ -330,6 +330,62 @@ func (LeaseState) EnumDescriptor() ([]byte, []int) {
 	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
+// SessionState is where a sticky session is.
+type SessionState int32
+
+const (
+	SessionState_SESSION_STATE_UNSPECIFIED SessionState = 0
+	// A lease holds the session's context.
+	SessionState_SESSION_STATE_HELD SessionState = 1
+	// The context is open with no lease, until --session-idle-ttl.
+	SessionState_SESSION_STATE_WARM SessionState = 2
+	// No context; the session's state is saved under --state-dir.
+	SessionState_SESSION_STATE_SAVED SessionState = 3
+)
+
+// Enum value maps for SessionState.
+var (
+	SessionState_name = map[int32]string{
+		0: "SESSION_STATE_UNSPECIFIED",
+		1: "SESSION_STATE_HELD",
+		2: "SESSION_STATE_WARM",
+		3: "SESSION_STATE_SAVED",
+	}
+	SessionState_value = map[string]int32{
+		"SESSION_STATE_UNSPECIFIED": 0,
+		"SESSION_STATE_HELD":        1,
+		"SESSION_STATE_WARM":        2,
+		"SESSION_STATE_SAVED":       3,
+	}
+)
+
+func (x SessionState) Enum() *SessionState {
+	p := new(SessionState)
+	*p = x
+	return p
+}
+
+func (x SessionState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SessionState) Descriptor() protoreflect.EnumDescriptor {
+	return file_browserbroker_v1_broker_proto_enumTypes[5].Descriptor()
+}
+
+func (SessionState) Type() protoreflect.EnumType {
+	return &file_browserbroker_v1_broker_proto_enumTypes[5]
+}
+
+func (x SessionState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SessionState.Descriptor instead.
+func (SessionState) EnumDescriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
+}
+
 // LeaseRequest is a message from the lease holder.
 type LeaseRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -449,7 +505,16 @@ type Acquire struct {
 	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Hard limit on the lease's whole life, capped by the broker's
 	// --max-lifetime. Unset or zero: the broker's maximum.
-	MaxLifetime   *durationpb.Duration `protobuf:"bytes,5,opt,name=max_lifetime,json=maxLifetime,proto3" json:"max_lifetime,omitempty"`
+	MaxLifetime *durationpb.Duration `protobuf:"bytes,5,opt,name=max_lifetime,json=maxLifetime,proto3" json:"max_lifetime,omitempty"`
+	// Names a sticky session: the lease gets that session's browser context
+	// (cookies, localStorage, the same browser process) when it is warm, else
+	// a new context restored from the session's last saved state, else a
+	// fresh one. One lease holds a session at a time; other acquires for the
+	// key wait in line (FIFO) under their wait_timeout. The context options
+	// apply when the session's context is created; a warm context keeps the
+	// options it was made with. At most 200 bytes of printable UTF-8.
+	// Empty: a fresh context, not kept after the lease.
+	SessionKey    string `protobuf:"bytes,6,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -517,6 +582,13 @@ func (x *Acquire) GetMaxLifetime() *durationpb.Duration {
 		return x.MaxLifetime
 	}
 	return nil
+}
+
+func (x *Acquire) GetSessionKey() string {
+	if x != nil {
+		return x.SessionKey
+	}
+	return ""
 }
 
 // Renew resets the idle TTL of the stream's lease.
@@ -617,8 +689,10 @@ type ContextOptions struct {
 	JavaScriptEnabled *bool `protobuf:"varint,10,opt,name=java_script_enabled,json=javaScriptEnabled,proto3,oneof" json:"java_script_enabled,omitempty"`
 	// Accept invalid TLS certificates.
 	IgnoreHttpsErrors bool `protobuf:"varint,11,opt,name=ignore_https_errors,json=ignoreHttpsErrors,proto3" json:"ignore_https_errors,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Requests the browser aborts for the whole lease.
+	Block         *Block `protobuf:"bytes,12,opt,name=block,proto3" json:"block,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContextOptions) Reset() {
@@ -728,6 +802,74 @@ func (x *ContextOptions) GetIgnoreHttpsErrors() bool {
 	return false
 }
 
+func (x *ContextOptions) GetBlock() *Block {
+	if x != nil {
+		return x.Block
+	}
+	return nil
+}
+
+// Block makes the browser abort matching requests, through Playwright's
+// request routing: they never leave the browser.
+type Block struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource types as the browser names them: "image", "media", "font",
+	// "stylesheet", "script", "xhr", "fetch", "websocket", "manifest",
+	// "texttrack", "eventsource", "other". The main document is never
+	// blocked by type.
+	ResourceTypes []string `protobuf:"bytes,1,rep,name=resource_types,json=resourceTypes,proto3" json:"resource_types,omitempty"`
+	// URL glob patterns such as "**/*.png" or "https://ads.example.com/**":
+	// "*" matches any run of characters except "/", "**" any run including
+	// "/", "?" one character.
+	UrlPatterns   []string `protobuf:"bytes,2,rep,name=url_patterns,json=urlPatterns,proto3" json:"url_patterns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Block) Reset() {
+	*x = Block{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Block) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Block) ProtoMessage() {}
+
+func (x *Block) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Block.ProtoReflect.Descriptor instead.
+func (*Block) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Block) GetResourceTypes() []string {
+	if x != nil {
+		return x.ResourceTypes
+	}
+	return nil
+}
+
+func (x *Block) GetUrlPatterns() []string {
+	if x != nil {
+		return x.UrlPatterns
+	}
+	return nil
+}
+
 // Viewport is a page size in CSS pixels.
 type Viewport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -739,7 +881,7 @@ type Viewport struct {
 
 func (x *Viewport) Reset() {
 	*x = Viewport{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +893,7 @@ func (x *Viewport) String() string {
 func (*Viewport) ProtoMessage() {}
 
 func (x *Viewport) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[5]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +906,7 @@ func (x *Viewport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Viewport.ProtoReflect.Descriptor instead.
 func (*Viewport) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Viewport) GetWidth() int32 {
@@ -796,7 +938,7 @@ type Proxy struct {
 
 func (x *Proxy) Reset() {
 	*x = Proxy{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +950,7 @@ func (x *Proxy) String() string {
 func (*Proxy) ProtoMessage() {}
 
 func (x *Proxy) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[6]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +963,7 @@ func (x *Proxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
 func (*Proxy) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Proxy) GetServer() string {
@@ -868,7 +1010,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1022,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[7]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1035,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{7}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LeaseResponse) GetMsg() isLeaseResponse_Msg {
@@ -979,7 +1121,7 @@ type Queued struct {
 
 func (x *Queued) Reset() {
 	*x = Queued{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1133,7 @@ func (x *Queued) String() string {
 func (*Queued) ProtoMessage() {}
 
 func (x *Queued) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[8]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1146,7 @@ func (x *Queued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queued.ProtoReflect.Descriptor instead.
 func (*Queued) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{8}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Queued) GetPosition() int32 {
@@ -1024,14 +1166,24 @@ type Granted struct {
 	// When the lease ends at the latest, whatever the activity.
 	MaxExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=max_expires_at,json=maxExpiresAt,proto3" json:"max_expires_at,omitempty"`
 	// The idle TTL in force (the requested one, or the broker's default).
-	Ttl           *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// For a sticky session: its fencing number, one more than the previous
+	// grant of that session, across broker restarts too. 0 without a
+	// session_key.
+	Generation uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	// For a sticky session: true when the lease got the session's warm
+	// context, false when a new context was made for it.
+	SessionWarm bool `protobuf:"varint,6,opt,name=session_warm,json=sessionWarm,proto3" json:"session_warm,omitempty"`
+	// For a sticky session: true when the new context was restored from the
+	// session's saved state.
+	SessionRestored bool `protobuf:"varint,7,opt,name=session_restored,json=sessionRestored,proto3" json:"session_restored,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Granted) Reset() {
 	*x = Granted{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1195,7 @@ func (x *Granted) String() string {
 func (*Granted) ProtoMessage() {}
 
 func (x *Granted) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[9]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1208,7 @@ func (x *Granted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Granted.ProtoReflect.Descriptor instead.
 func (*Granted) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Granted) GetLeaseId() string {
@@ -1087,6 +1239,27 @@ func (x *Granted) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *Granted) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Granted) GetSessionWarm() bool {
+	if x != nil {
+		return x.SessionWarm
+	}
+	return false
+}
+
+func (x *Granted) GetSessionRestored() bool {
+	if x != nil {
+		return x.SessionRestored
+	}
+	return false
+}
+
 // Renewed answers a renew.
 type Renewed struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1097,7 +1270,7 @@ type Renewed struct {
 
 func (x *Renewed) Reset() {
 	*x = Renewed{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1282,7 @@ func (x *Renewed) String() string {
 func (*Renewed) ProtoMessage() {}
 
 func (x *Renewed) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[10]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1295,7 @@ func (x *Renewed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Renewed.ProtoReflect.Descriptor instead.
 func (*Renewed) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Renewed) GetExpiresAt() *timestamppb.Timestamp {
@@ -1144,7 +1317,7 @@ type Revoked struct {
 
 func (x *Revoked) Reset() {
 	*x = Revoked{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1329,7 @@ func (x *Revoked) String() string {
 func (*Revoked) ProtoMessage() {}
 
 func (x *Revoked) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[11]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1342,7 @@ func (x *Revoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revoked.ProtoReflect.Descriptor instead.
 func (*Revoked) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Revoked) GetReason() ReclaimReason {
@@ -1201,7 +1374,7 @@ type NavigateRequest struct {
 
 func (x *NavigateRequest) Reset() {
 	*x = NavigateRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1386,7 @@ func (x *NavigateRequest) String() string {
 func (*NavigateRequest) ProtoMessage() {}
 
 func (x *NavigateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[12]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1399,7 @@ func (x *NavigateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NavigateRequest.ProtoReflect.Descriptor instead.
 func (*NavigateRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NavigateRequest) GetLeaseId() string {
@@ -1278,7 +1451,7 @@ type NavigateResponse struct {
 
 func (x *NavigateResponse) Reset() {
 	*x = NavigateResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1463,7 @@ func (x *NavigateResponse) String() string {
 func (*NavigateResponse) ProtoMessage() {}
 
 func (x *NavigateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[13]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1476,7 @@ func (x *NavigateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NavigateResponse.ProtoReflect.Descriptor instead.
 func (*NavigateResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{13}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NavigateResponse) GetStatus() int32 {
@@ -1338,7 +1511,7 @@ type ClickRequest struct {
 
 func (x *ClickRequest) Reset() {
 	*x = ClickRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1523,7 @@ func (x *ClickRequest) String() string {
 func (*ClickRequest) ProtoMessage() {}
 
 func (x *ClickRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[14]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1536,7 @@ func (x *ClickRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClickRequest.ProtoReflect.Descriptor instead.
 func (*ClickRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{14}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClickRequest) GetLeaseId() string {
@@ -1395,7 +1568,7 @@ type ClickResponse struct {
 
 func (x *ClickResponse) Reset() {
 	*x = ClickResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1580,7 @@ func (x *ClickResponse) String() string {
 func (*ClickResponse) ProtoMessage() {}
 
 func (x *ClickResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[15]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1593,7 @@ func (x *ClickResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClickResponse.ProtoReflect.Descriptor instead.
 func (*ClickResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{15}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{16}
 }
 
 type FillRequest struct {
@@ -1435,7 +1608,7 @@ type FillRequest struct {
 
 func (x *FillRequest) Reset() {
 	*x = FillRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1620,7 @@ func (x *FillRequest) String() string {
 func (*FillRequest) ProtoMessage() {}
 
 func (x *FillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[16]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1633,7 @@ func (x *FillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FillRequest.ProtoReflect.Descriptor instead.
 func (*FillRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{16}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FillRequest) GetLeaseId() string {
@@ -1499,7 +1672,7 @@ type FillResponse struct {
 
 func (x *FillResponse) Reset() {
 	*x = FillResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1684,7 @@ func (x *FillResponse) String() string {
 func (*FillResponse) ProtoMessage() {}
 
 func (x *FillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[17]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1697,7 @@ func (x *FillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FillResponse.ProtoReflect.Descriptor instead.
 func (*FillResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{17}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{18}
 }
 
 type PressRequest struct {
@@ -1540,7 +1713,7 @@ type PressRequest struct {
 
 func (x *PressRequest) Reset() {
 	*x = PressRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1725,7 @@ func (x *PressRequest) String() string {
 func (*PressRequest) ProtoMessage() {}
 
 func (x *PressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[18]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1738,7 @@ func (x *PressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PressRequest.ProtoReflect.Descriptor instead.
 func (*PressRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{18}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PressRequest) GetLeaseId() string {
@@ -1604,7 +1777,7 @@ type PressResponse struct {
 
 func (x *PressResponse) Reset() {
 	*x = PressResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1789,7 @@ func (x *PressResponse) String() string {
 func (*PressResponse) ProtoMessage() {}
 
 func (x *PressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[19]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1802,7 @@ func (x *PressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PressResponse.ProtoReflect.Descriptor instead.
 func (*PressResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{19}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{20}
 }
 
 type WaitForSelectorRequest struct {
@@ -1644,7 +1817,7 @@ type WaitForSelectorRequest struct {
 
 func (x *WaitForSelectorRequest) Reset() {
 	*x = WaitForSelectorRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1829,7 @@ func (x *WaitForSelectorRequest) String() string {
 func (*WaitForSelectorRequest) ProtoMessage() {}
 
 func (x *WaitForSelectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[20]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1842,7 @@ func (x *WaitForSelectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForSelectorRequest.ProtoReflect.Descriptor instead.
 func (*WaitForSelectorRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{20}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WaitForSelectorRequest) GetLeaseId() string {
@@ -1711,7 +1884,7 @@ type WaitForSelectorResponse struct {
 
 func (x *WaitForSelectorResponse) Reset() {
 	*x = WaitForSelectorResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1896,7 @@ func (x *WaitForSelectorResponse) String() string {
 func (*WaitForSelectorResponse) ProtoMessage() {}
 
 func (x *WaitForSelectorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[21]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1909,7 @@ func (x *WaitForSelectorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForSelectorResponse.ProtoReflect.Descriptor instead.
 func (*WaitForSelectorResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{21}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WaitForSelectorResponse) GetFound() bool {
@@ -1761,7 +1934,7 @@ type EvaluateRequest struct {
 
 func (x *EvaluateRequest) Reset() {
 	*x = EvaluateRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1946,7 @@ func (x *EvaluateRequest) String() string {
 func (*EvaluateRequest) ProtoMessage() {}
 
 func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[22]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1959,7 @@ func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{22}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EvaluateRequest) GetLeaseId() string {
@@ -1827,7 +2000,7 @@ type EvaluateResponse struct {
 
 func (x *EvaluateResponse) Reset() {
 	*x = EvaluateResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2012,7 @@ func (x *EvaluateResponse) String() string {
 func (*EvaluateResponse) ProtoMessage() {}
 
 func (x *EvaluateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[23]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2025,7 @@ func (x *EvaluateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateResponse.ProtoReflect.Descriptor instead.
 func (*EvaluateResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{23}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EvaluateResponse) GetResultJson() string {
@@ -1872,7 +2045,7 @@ type ContentRequest struct {
 
 func (x *ContentRequest) Reset() {
 	*x = ContentRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2057,7 @@ func (x *ContentRequest) String() string {
 func (*ContentRequest) ProtoMessage() {}
 
 func (x *ContentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[24]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2070,7 @@ func (x *ContentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContentRequest.ProtoReflect.Descriptor instead.
 func (*ContentRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{24}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ContentRequest) GetLeaseId() string {
@@ -1923,7 +2096,7 @@ type ContentResponse struct {
 
 func (x *ContentResponse) Reset() {
 	*x = ContentResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2108,7 @@ func (x *ContentResponse) String() string {
 func (*ContentResponse) ProtoMessage() {}
 
 func (x *ContentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[25]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2121,7 @@ func (x *ContentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContentResponse.ProtoReflect.Descriptor instead.
 func (*ContentResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{25}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ContentResponse) GetHtml() string {
@@ -1969,7 +2142,7 @@ type TextRequest struct {
 
 func (x *TextRequest) Reset() {
 	*x = TextRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2154,7 @@ func (x *TextRequest) String() string {
 func (*TextRequest) ProtoMessage() {}
 
 func (x *TextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[26]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2167,7 @@ func (x *TextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextRequest.ProtoReflect.Descriptor instead.
 func (*TextRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{26}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TextRequest) GetLeaseId() string {
@@ -2029,7 +2202,7 @@ type TextResponse struct {
 
 func (x *TextResponse) Reset() {
 	*x = TextResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2214,7 @@ func (x *TextResponse) String() string {
 func (*TextResponse) ProtoMessage() {}
 
 func (x *TextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[27]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2227,7 @@ func (x *TextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextResponse.ProtoReflect.Descriptor instead.
 func (*TextResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{27}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TextResponse) GetTexts() []string {
@@ -2078,7 +2251,7 @@ type ScreenshotRequest struct {
 
 func (x *ScreenshotRequest) Reset() {
 	*x = ScreenshotRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2263,7 @@ func (x *ScreenshotRequest) String() string {
 func (*ScreenshotRequest) ProtoMessage() {}
 
 func (x *ScreenshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[28]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2276,7 @@ func (x *ScreenshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScreenshotRequest.ProtoReflect.Descriptor instead.
 func (*ScreenshotRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{28}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ScreenshotRequest) GetLeaseId() string {
@@ -2151,7 +2324,7 @@ type ScreenshotResponse struct {
 
 func (x *ScreenshotResponse) Reset() {
 	*x = ScreenshotResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2336,7 @@ func (x *ScreenshotResponse) String() string {
 func (*ScreenshotResponse) ProtoMessage() {}
 
 func (x *ScreenshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[29]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2349,7 @@ func (x *ScreenshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScreenshotResponse.ProtoReflect.Descriptor instead.
 func (*ScreenshotResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{29}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ScreenshotResponse) GetData() []byte {
@@ -2214,7 +2387,7 @@ type Cookie struct {
 
 func (x *Cookie) Reset() {
 	*x = Cookie{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2399,7 @@ func (x *Cookie) String() string {
 func (*Cookie) ProtoMessage() {}
 
 func (x *Cookie) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[30]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2412,7 @@ func (x *Cookie) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cookie.ProtoReflect.Descriptor instead.
 func (*Cookie) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{30}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Cookie) GetName() string {
@@ -2316,7 +2489,7 @@ type GetCookiesRequest struct {
 
 func (x *GetCookiesRequest) Reset() {
 	*x = GetCookiesRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2501,7 @@ func (x *GetCookiesRequest) String() string {
 func (*GetCookiesRequest) ProtoMessage() {}
 
 func (x *GetCookiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[31]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2514,7 @@ func (x *GetCookiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCookiesRequest.ProtoReflect.Descriptor instead.
 func (*GetCookiesRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{31}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetCookiesRequest) GetLeaseId() string {
@@ -2367,7 +2540,7 @@ type GetCookiesResponse struct {
 
 func (x *GetCookiesResponse) Reset() {
 	*x = GetCookiesResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2379,7 +2552,7 @@ func (x *GetCookiesResponse) String() string {
 func (*GetCookiesResponse) ProtoMessage() {}
 
 func (x *GetCookiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[32]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2392,7 +2565,7 @@ func (x *GetCookiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCookiesResponse.ProtoReflect.Descriptor instead.
 func (*GetCookiesResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{32}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetCookiesResponse) GetCookies() []*Cookie {
@@ -2412,7 +2585,7 @@ type SetCookiesRequest struct {
 
 func (x *SetCookiesRequest) Reset() {
 	*x = SetCookiesRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2597,7 @@ func (x *SetCookiesRequest) String() string {
 func (*SetCookiesRequest) ProtoMessage() {}
 
 func (x *SetCookiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[33]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2610,7 @@ func (x *SetCookiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCookiesRequest.ProtoReflect.Descriptor instead.
 func (*SetCookiesRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{33}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SetCookiesRequest) GetLeaseId() string {
@@ -2462,7 +2635,7 @@ type SetCookiesResponse struct {
 
 func (x *SetCookiesResponse) Reset() {
 	*x = SetCookiesResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2647,7 @@ func (x *SetCookiesResponse) String() string {
 func (*SetCookiesResponse) ProtoMessage() {}
 
 func (x *SetCookiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[34]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2660,7 @@ func (x *SetCookiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCookiesResponse.ProtoReflect.Descriptor instead.
 func (*SetCookiesResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{34}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{35}
 }
 
 type DrainRequest struct {
@@ -2498,7 +2671,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2510,7 +2683,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[35]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2523,7 +2696,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{35}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{36}
 }
 
 type DrainResponse struct {
@@ -2536,7 +2709,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2548,7 +2721,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[36]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2561,7 +2734,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{36}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DrainResponse) GetActive() int32 {
@@ -2579,7 +2752,7 @@ type UndrainRequest struct {
 
 func (x *UndrainRequest) Reset() {
 	*x = UndrainRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2764,7 @@ func (x *UndrainRequest) String() string {
 func (*UndrainRequest) ProtoMessage() {}
 
 func (x *UndrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[37]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2777,7 @@ func (x *UndrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainRequest.ProtoReflect.Descriptor instead.
 func (*UndrainRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{37}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{38}
 }
 
 type UndrainResponse struct {
@@ -2615,7 +2788,7 @@ type UndrainResponse struct {
 
 func (x *UndrainResponse) Reset() {
 	*x = UndrainResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2800,7 @@ func (x *UndrainResponse) String() string {
 func (*UndrainResponse) ProtoMessage() {}
 
 func (x *UndrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[38]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2813,7 @@ func (x *UndrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainResponse.ProtoReflect.Descriptor instead.
 func (*UndrainResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{38}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{39}
 }
 
 // LeaseInfo describes a live lease.
@@ -2655,15 +2828,23 @@ type LeaseInfo struct {
 	LastActivityAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_activity_at,json=lastActivityAt,proto3" json:"last_activity_at,omitempty"`
 	Commands       uint64                 `protobuf:"varint,8,opt,name=commands,proto3" json:"commands,omitempty"`
 	// Set while closing: the reason the reclaim began.
-	Reason        ReclaimReason        `protobuf:"varint,9,opt,name=reason,proto3,enum=browserbroker.v1.ReclaimReason" json:"reason,omitempty"`
-	Ttl           *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Reason ReclaimReason        `protobuf:"varint,9,opt,name=reason,proto3,enum=browserbroker.v1.ReclaimReason" json:"reason,omitempty"`
+	Ttl    *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// The lease's sticky session, if any, and the generation it was granted.
+	SessionKey string `protobuf:"bytes,11,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
+	Generation uint64 `protobuf:"varint,12,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Time since the grant, and since the last command or renew.
+	Age  *durationpb.Duration `protobuf:"bytes,13,opt,name=age,proto3" json:"age,omitempty"`
+	Idle *durationpb.Duration `protobuf:"bytes,14,opt,name=idle,proto3" json:"idle,omitempty"`
+	// The browser the lease's context lives in.
+	Browser       string `protobuf:"bytes,15,opt,name=browser,proto3" json:"browser,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeaseInfo) Reset() {
 	*x = LeaseInfo{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +2856,7 @@ func (x *LeaseInfo) String() string {
 func (*LeaseInfo) ProtoMessage() {}
 
 func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[39]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +2869,7 @@ func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
 func (*LeaseInfo) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{39}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LeaseInfo) GetLeaseId() string {
@@ -2761,17 +2942,54 @@ func (x *LeaseInfo) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *LeaseInfo) GetSessionKey() string {
+	if x != nil {
+		return x.SessionKey
+	}
+	return ""
+}
+
+func (x *LeaseInfo) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *LeaseInfo) GetAge() *durationpb.Duration {
+	if x != nil {
+		return x.Age
+	}
+	return nil
+}
+
+func (x *LeaseInfo) GetIdle() *durationpb.Duration {
+	if x != nil {
+		return x.Idle
+	}
+	return nil
+}
+
+func (x *LeaseInfo) GetBrowser() string {
+	if x != nil {
+		return x.Browser
+	}
+	return ""
+}
+
 type ListLeasesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only leases with all of these labels.
-	Labels        map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Only the lease holding this sticky session.
+	SessionKey    string `protobuf:"bytes,2,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2783,7 +3001,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[40]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2796,7 +3014,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{40}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListLeasesRequest) GetLabels() map[string]string {
@@ -2804,6 +3022,13 @@ func (x *ListLeasesRequest) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *ListLeasesRequest) GetSessionKey() string {
+	if x != nil {
+		return x.SessionKey
+	}
+	return ""
 }
 
 type ListLeasesResponse struct {
@@ -2815,7 +3040,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2827,7 +3052,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[41]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2840,7 +3065,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{41}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*LeaseInfo {
@@ -2859,7 +3084,7 @@ type GetLeaseRequest struct {
 
 func (x *GetLeaseRequest) Reset() {
 	*x = GetLeaseRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2871,7 +3096,7 @@ func (x *GetLeaseRequest) String() string {
 func (*GetLeaseRequest) ProtoMessage() {}
 
 func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[42]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2884,7 +3109,7 @@ func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaseRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{42}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetLeaseRequest) GetLeaseId() string {
@@ -2903,7 +3128,7 @@ type GetLeaseResponse struct {
 
 func (x *GetLeaseResponse) Reset() {
 	*x = GetLeaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3140,7 @@ func (x *GetLeaseResponse) String() string {
 func (*GetLeaseResponse) ProtoMessage() {}
 
 func (x *GetLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[43]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3153,7 @@ func (x *GetLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaseResponse.ProtoReflect.Descriptor instead.
 func (*GetLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{43}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetLeaseResponse) GetLease() *LeaseInfo {
@@ -2949,7 +3174,7 @@ type RevokeLeaseRequest struct {
 
 func (x *RevokeLeaseRequest) Reset() {
 	*x = RevokeLeaseRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2961,7 +3186,7 @@ func (x *RevokeLeaseRequest) String() string {
 func (*RevokeLeaseRequest) ProtoMessage() {}
 
 func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[44]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2974,7 +3199,7 @@ func (x *RevokeLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{44}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RevokeLeaseRequest) GetLeaseId() string {
@@ -3002,7 +3227,7 @@ type RevokeLeaseResponse struct {
 
 func (x *RevokeLeaseResponse) Reset() {
 	*x = RevokeLeaseResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3239,7 @@ func (x *RevokeLeaseResponse) String() string {
 func (*RevokeLeaseResponse) ProtoMessage() {}
 
 func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[45]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3252,7 @@ func (x *RevokeLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RevokeLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{45}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeLeaseResponse) GetReason() ReclaimReason {
@@ -3045,7 +3270,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3057,7 +3282,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[46]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3070,7 +3295,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{46}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
 }
 
 // ReasonCount is a counter per reclaim reason.
@@ -3084,7 +3309,7 @@ type ReasonCount struct {
 
 func (x *ReasonCount) Reset() {
 	*x = ReasonCount{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3096,7 +3321,7 @@ func (x *ReasonCount) String() string {
 func (*ReasonCount) ProtoMessage() {}
 
 func (x *ReasonCount) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[47]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3109,7 +3334,7 @@ func (x *ReasonCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReasonCount.ProtoReflect.Descriptor instead.
 func (*ReasonCount) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReasonCount) GetReason() ReclaimReason {
@@ -3163,16 +3388,35 @@ type GetStatsResponse struct {
 	Draining bool `protobuf:"varint,16,opt,name=draining,proto3" json:"draining,omitempty"`
 	// Warm pool (--warm): contexts made ahead and ready, and the acquires
 	// with default options served from it (hits) or not (misses).
-	WarmContexts  int32  `protobuf:"varint,17,opt,name=warm_contexts,json=warmContexts,proto3" json:"warm_contexts,omitempty"`
-	WarmHits      uint64 `protobuf:"varint,18,opt,name=warm_hits,json=warmHits,proto3" json:"warm_hits,omitempty"`
-	WarmMisses    uint64 `protobuf:"varint,19,opt,name=warm_misses,json=warmMisses,proto3" json:"warm_misses,omitempty"`
+	WarmContexts int32  `protobuf:"varint,17,opt,name=warm_contexts,json=warmContexts,proto3" json:"warm_contexts,omitempty"`
+	WarmHits     uint64 `protobuf:"varint,18,opt,name=warm_hits,json=warmHits,proto3" json:"warm_hits,omitempty"`
+	WarmMisses   uint64 `protobuf:"varint,19,opt,name=warm_misses,json=warmMisses,proto3" json:"warm_misses,omitempty"`
+	// How long the longest waiting acquire has waited; zero when none waits.
+	OldestWait *durationpb.Duration `protobuf:"bytes,20,opt,name=oldest_wait,json=oldestWait,proto3" json:"oldest_wait,omitempty"`
+	// Sticky sessions held by a lease, and warm between leases.
+	SessionsHeld int32 `protobuf:"varint,21,opt,name=sessions_held,json=sessionsHeld,proto3" json:"sessions_held,omitempty"`
+	SessionsWarm int32 `protobuf:"varint,22,opt,name=sessions_warm,json=sessionsWarm,proto3" json:"sessions_warm,omitempty"`
+	// Memory admission (--min-free-memory): true while new leases wait
+	// because the machine's available memory is under the floor.
+	MemoryLow bool `protobuf:"varint,23,opt,name=memory_low,json=memoryLow,proto3" json:"memory_low,omitempty"`
+	// Available memory as last measured (cgroup-aware); 0 if unknown.
+	MemoryAvailableBytes uint64 `protobuf:"varint,24,opt,name=memory_available_bytes,json=memoryAvailableBytes,proto3" json:"memory_available_bytes,omitempty"`
+	// Requests aborted by leases' block options.
+	BlockedRequests uint64 `protobuf:"varint,25,opt,name=blocked_requests,json=blockedRequests,proto3" json:"blocked_requests,omitempty"`
+	// Browsers retired (by --browser-max-contexts, --browser-max-age or a
+	// hung context close) since start, and those retired but still serving
+	// leases.
+	BrowsersRetired  uint64 `protobuf:"varint,26,opt,name=browsers_retired,json=browsersRetired,proto3" json:"browsers_retired,omitempty"`
+	BrowsersRetiring int32  `protobuf:"varint,27,opt,name=browsers_retiring,json=browsersRetiring,proto3" json:"browsers_retiring,omitempty"`
+	// The browser sources: the local launcher and each --connect endpoint.
+	Sources       []*BrowserSource `protobuf:"bytes,28,rep,name=sources,proto3" json:"sources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3184,7 +3428,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[48]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3197,7 +3441,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{48}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetStatsResponse) GetCapacity() int32 {
@@ -3333,6 +3577,424 @@ func (x *GetStatsResponse) GetWarmMisses() uint64 {
 	return 0
 }
 
+func (x *GetStatsResponse) GetOldestWait() *durationpb.Duration {
+	if x != nil {
+		return x.OldestWait
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetSessionsHeld() int32 {
+	if x != nil {
+		return x.SessionsHeld
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetSessionsWarm() int32 {
+	if x != nil {
+		return x.SessionsWarm
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetMemoryLow() bool {
+	if x != nil {
+		return x.MemoryLow
+	}
+	return false
+}
+
+func (x *GetStatsResponse) GetMemoryAvailableBytes() uint64 {
+	if x != nil {
+		return x.MemoryAvailableBytes
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetBlockedRequests() uint64 {
+	if x != nil {
+		return x.BlockedRequests
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetBrowsersRetired() uint64 {
+	if x != nil {
+		return x.BrowsersRetired
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetBrowsersRetiring() int32 {
+	if x != nil {
+		return x.BrowsersRetiring
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetSources() []*BrowserSource {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+// BrowserSource is where the broker's browsers come from.
+type BrowserSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "local" for launched browsers; the endpoint for a remote one.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// True while a remote source is connected (always true for "local").
+	Connected bool  `protobuf:"varint,2,opt,name=connected,proto3" json:"connected,omitempty"`
+	Browsers  int32 `protobuf:"varint,3,opt,name=browsers,proto3" json:"browsers,omitempty"`
+	Contexts  int32 `protobuf:"varint,4,opt,name=contexts,proto3" json:"contexts,omitempty"`
+	// Times a remote source's connection was lost.
+	Disconnects uint64 `protobuf:"varint,5,opt,name=disconnects,proto3" json:"disconnects,omitempty"`
+	// The last connection error, if the source is not connected.
+	LastError     string `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrowserSource) Reset() {
+	*x = BrowserSource{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrowserSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrowserSource) ProtoMessage() {}
+
+func (x *BrowserSource) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrowserSource.ProtoReflect.Descriptor instead.
+func (*BrowserSource) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *BrowserSource) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BrowserSource) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *BrowserSource) GetBrowsers() int32 {
+	if x != nil {
+		return x.Browsers
+	}
+	return 0
+}
+
+func (x *BrowserSource) GetContexts() int32 {
+	if x != nil {
+		return x.Contexts
+	}
+	return 0
+}
+
+func (x *BrowserSource) GetDisconnects() uint64 {
+	if x != nil {
+		return x.Disconnects
+	}
+	return 0
+}
+
+func (x *BrowserSource) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+type SessionInfo struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SessionKey string                 `protobuf:"bytes,1,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
+	State      SessionState           `protobuf:"varint,2,opt,name=state,proto3,enum=browserbroker.v1.SessionState" json:"state,omitempty"`
+	// The generation of the last grant.
+	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	// The lease holding the session (HELD).
+	LeaseId string `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// When the warm context closes unless leased again (WARM).
+	ClosesAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=closes_at,json=closesAt,proto3" json:"closes_at,omitempty"`
+	// When the session's state was last saved; unset if never.
+	SavedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=saved_at,json=savedAt,proto3" json:"saved_at,omitempty"`
+	// Acquires waiting for this session.
+	Waiting       int32 `protobuf:"varint,7,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionInfo) Reset() {
+	*x = SessionInfo{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionInfo) ProtoMessage() {}
+
+func (x *SessionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionInfo.ProtoReflect.Descriptor instead.
+func (*SessionInfo) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *SessionInfo) GetSessionKey() string {
+	if x != nil {
+		return x.SessionKey
+	}
+	return ""
+}
+
+func (x *SessionInfo) GetState() SessionState {
+	if x != nil {
+		return x.State
+	}
+	return SessionState_SESSION_STATE_UNSPECIFIED
+}
+
+func (x *SessionInfo) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *SessionInfo) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *SessionInfo) GetClosesAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClosesAt
+	}
+	return nil
+}
+
+func (x *SessionInfo) GetSavedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SavedAt
+	}
+	return nil
+}
+
+func (x *SessionInfo) GetWaiting() int32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+type ListSessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsRequest) Reset() {
+	*x = ListSessionsRequest{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsRequest) ProtoMessage() {}
+
+func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
+}
+
+type ListSessionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sessions      []*SessionInfo         `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsResponse) Reset() {
+	*x = ListSessionsResponse{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsResponse) ProtoMessage() {}
+
+func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListSessionsResponse) GetSessions() []*SessionInfo {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+type DeleteSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionKey    string                 `protobuf:"bytes,1,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSessionRequest) Reset() {
+	*x = DeleteSessionRequest{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSessionRequest) ProtoMessage() {}
+
+func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSessionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSessionRequest) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *DeleteSessionRequest) GetSessionKey() string {
+	if x != nil {
+		return x.SessionKey
+	}
+	return ""
+}
+
+type DeleteSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reason the holding lease was reclaimed for, if one held it.
+	LeaseReason   ReclaimReason `protobuf:"varint,1,opt,name=lease_reason,json=leaseReason,proto3,enum=browserbroker.v1.ReclaimReason" json:"lease_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSessionResponse) Reset() {
+	*x = DeleteSessionResponse{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSessionResponse) ProtoMessage() {}
+
+func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSessionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSessionResponse) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *DeleteSessionResponse) GetLeaseReason() ReclaimReason {
+	if x != nil {
+		return x.LeaseReason
+	}
+	return ReclaimReason_RECLAIM_REASON_UNSPECIFIED
+}
+
 var File_browserbroker_v1_broker_proto protoreflect.FileDescriptor
 
 const file_browserbroker_v1_broker_proto_rawDesc = "" +
@@ -3342,18 +4004,20 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\aacquire\x18\x01 \x01(\v2\x19.browserbroker.v1.AcquireH\x00R\aacquire\x12/\n" +
 	"\x05renew\x18\x02 \x01(\v2\x17.browserbroker.v1.RenewH\x00R\x05renew\x125\n" +
 	"\arelease\x18\x03 \x01(\v2\x19.browserbroker.v1.ReleaseH\x00R\areleaseB\x05\n" +
-	"\x03msg\"\xe8\x02\n" +
+	"\x03msg\"\x89\x03\n" +
 	"\aAcquire\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12<\n" +
 	"\fwait_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vwaitTimeout\x12:\n" +
 	"\acontext\x18\x03 \x01(\v2 .browserbroker.v1.ContextOptionsR\acontext\x12=\n" +
 	"\x06labels\x18\x04 \x03(\v2%.browserbroker.v1.Acquire.LabelsEntryR\x06labels\x12<\n" +
-	"\fmax_lifetime\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vmaxLifetime\x1a9\n" +
+	"\fmax_lifetime\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vmaxLifetime\x12\x1f\n" +
+	"\vsession_key\x18\x06 \x01(\tR\n" +
+	"sessionKey\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\a\n" +
 	"\x05Renew\"\t\n" +
-	"\aRelease\"\xe1\x04\n" +
+	"\aRelease\"\x90\x05\n" +
 	"\x0eContextOptions\x126\n" +
 	"\bviewport\x18\x01 \x01(\v2\x1a.browserbroker.v1.ViewportR\bviewport\x12\x1d\n" +
 	"\n" +
@@ -3368,11 +4032,15 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x13device_scale_factor\x18\t \x01(\x01R\x11deviceScaleFactor\x123\n" +
 	"\x13java_script_enabled\x18\n" +
 	" \x01(\bH\x00R\x11javaScriptEnabled\x88\x01\x01\x12.\n" +
-	"\x13ignore_https_errors\x18\v \x01(\bR\x11ignoreHttpsErrors\x1aC\n" +
+	"\x13ignore_https_errors\x18\v \x01(\bR\x11ignoreHttpsErrors\x12-\n" +
+	"\x05block\x18\f \x01(\v2\x17.browserbroker.v1.BlockR\x05block\x1aC\n" +
 	"\x15ExtraHttpHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x16\n" +
-	"\x14_java_script_enabled\"8\n" +
+	"\x14_java_script_enabled\"Q\n" +
+	"\x05Block\x12%\n" +
+	"\x0eresource_types\x18\x01 \x03(\tR\rresourceTypes\x12!\n" +
+	"\furl_patterns\x18\x02 \x03(\tR\vurlPatterns\"8\n" +
 	"\bViewport\x12\x14\n" +
 	"\x05width\x18\x01 \x01(\x05R\x05width\x12\x16\n" +
 	"\x06height\x18\x02 \x01(\x05R\x06height\"o\n" +
@@ -3388,13 +4056,18 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\arevoked\x18\x04 \x01(\v2\x19.browserbroker.v1.RevokedH\x00R\arevokedB\x05\n" +
 	"\x03msg\"$\n" +
 	"\x06Queued\x12\x1a\n" +
-	"\bposition\x18\x01 \x01(\x05R\bposition\"\xce\x01\n" +
+	"\bposition\x18\x01 \x01(\x05R\bposition\"\xbc\x02\n" +
 	"\aGranted\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12@\n" +
 	"\x0emax_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fmaxExpiresAt\x12+\n" +
-	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"D\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\x12!\n" +
+	"\fsession_warm\x18\x06 \x01(\bR\vsessionWarm\x12)\n" +
+	"\x10session_restored\x18\a \x01(\bR\x0fsessionRestored\"D\n" +
 	"\aRenewed\x129\n" +
 	"\n" +
 	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\\\n" +
@@ -3489,7 +4162,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\rDrainResponse\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\x05R\x06active\"\x10\n" +
 	"\x0eUndrainRequest\"\x11\n" +
-	"\x0fUndrainResponse\"\xd6\x04\n" +
+	"\x0fUndrainResponse\"\x8d\x06\n" +
 	"\tLeaseInfo\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x122\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1c.browserbroker.v1.LeaseStateR\x05state\x12?\n" +
@@ -3503,12 +4176,22 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\bcommands\x18\b \x01(\x04R\bcommands\x127\n" +
 	"\x06reason\x18\t \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\x06reason\x12+\n" +
 	"\x03ttl\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a9\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1f\n" +
+	"\vsession_key\x18\v \x01(\tR\n" +
+	"sessionKey\x12\x1e\n" +
+	"\n" +
+	"generation\x18\f \x01(\x04R\n" +
+	"generation\x12+\n" +
+	"\x03age\x18\r \x01(\v2\x19.google.protobuf.DurationR\x03age\x12-\n" +
+	"\x04idle\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x04idle\x12\x18\n" +
+	"\abrowser\x18\x0f \x01(\tR\abrowser\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x01\n" +
 	"\x11ListLeasesRequest\x12G\n" +
-	"\x06labels\x18\x01 \x03(\v2/.browserbroker.v1.ListLeasesRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x01 \x03(\v2/.browserbroker.v1.ListLeasesRequest.LabelsEntryR\x06labels\x12\x1f\n" +
+	"\vsession_key\x18\x02 \x01(\tR\n" +
+	"sessionKey\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
@@ -3526,7 +4209,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x0fGetStatsRequest\"\\\n" +
 	"\vReasonCount\x127\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\x06reason\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\xd5\x05\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\xee\b\n" +
 	"\x10GetStatsResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\x05R\bcapacity\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x05R\x06active\x12\x18\n" +
@@ -3548,7 +4231,45 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\rwarm_contexts\x18\x11 \x01(\x05R\fwarmContexts\x12\x1b\n" +
 	"\twarm_hits\x18\x12 \x01(\x04R\bwarmHits\x12\x1f\n" +
 	"\vwarm_misses\x18\x13 \x01(\x04R\n" +
-	"warmMisses*\xad\x02\n" +
+	"warmMisses\x12:\n" +
+	"\voldest_wait\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"oldestWait\x12#\n" +
+	"\rsessions_held\x18\x15 \x01(\x05R\fsessionsHeld\x12#\n" +
+	"\rsessions_warm\x18\x16 \x01(\x05R\fsessionsWarm\x12\x1d\n" +
+	"\n" +
+	"memory_low\x18\x17 \x01(\bR\tmemoryLow\x124\n" +
+	"\x16memory_available_bytes\x18\x18 \x01(\x04R\x14memoryAvailableBytes\x12)\n" +
+	"\x10blocked_requests\x18\x19 \x01(\x04R\x0fblockedRequests\x12)\n" +
+	"\x10browsers_retired\x18\x1a \x01(\x04R\x0fbrowsersRetired\x12+\n" +
+	"\x11browsers_retiring\x18\x1b \x01(\x05R\x10browsersRetiring\x129\n" +
+	"\asources\x18\x1c \x03(\v2\x1f.browserbroker.v1.BrowserSourceR\asources\"\xba\x01\n" +
+	"\rBrowserSource\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tconnected\x18\x02 \x01(\bR\tconnected\x12\x1a\n" +
+	"\bbrowsers\x18\x03 \x01(\x05R\bbrowsers\x12\x1a\n" +
+	"\bcontexts\x18\x04 \x01(\x05R\bcontexts\x12 \n" +
+	"\vdisconnects\x18\x05 \x01(\x04R\vdisconnects\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x06 \x01(\tR\tlastError\"\xa9\x02\n" +
+	"\vSessionInfo\x12\x1f\n" +
+	"\vsession_key\x18\x01 \x01(\tR\n" +
+	"sessionKey\x124\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1e.browserbroker.v1.SessionStateR\x05state\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12\x19\n" +
+	"\blease_id\x18\x04 \x01(\tR\aleaseId\x127\n" +
+	"\tcloses_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bclosesAt\x125\n" +
+	"\bsaved_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\asavedAt\x12\x18\n" +
+	"\awaiting\x18\a \x01(\x05R\awaiting\"\x15\n" +
+	"\x13ListSessionsRequest\"Q\n" +
+	"\x14ListSessionsResponse\x129\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1d.browserbroker.v1.SessionInfoR\bsessions\"7\n" +
+	"\x14DeleteSessionRequest\x12\x1f\n" +
+	"\vsession_key\x18\x01 \x01(\tR\n" +
+	"sessionKey\"[\n" +
+	"\x15DeleteSessionResponse\x12B\n" +
+	"\flease_reason\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\vleaseReason*\xad\x02\n" +
 	"\rReclaimReason\x12\x1e\n" +
 	"\x1aRECLAIM_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RECLAIM_REASON_RELEASED\x10\x01\x12 \n" +
@@ -3579,7 +4300,12 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"LeaseState\x12\x1b\n" +
 	"\x17LEASE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12LEASE_STATE_ACTIVE\x10\x01\x12\x17\n" +
-	"\x13LEASE_STATE_CLOSING\x10\x022\\\n" +
+	"\x13LEASE_STATE_CLOSING\x10\x02*v\n" +
+	"\fSessionState\x12\x1d\n" +
+	"\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12SESSION_STATE_HELD\x10\x01\x12\x16\n" +
+	"\x12SESSION_STATE_WARM\x10\x02\x12\x17\n" +
+	"\x13SESSION_STATE_SAVED\x10\x032\\\n" +
 	"\fLeaseService\x12L\n" +
 	"\x05Lease\x12\x1e.browserbroker.v1.LeaseRequest\x1a\x1f.browserbroker.v1.LeaseResponse(\x010\x012\x98\a\n" +
 	"\vPageService\x12Q\n" +
@@ -3596,7 +4322,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\n" +
 	"GetCookies\x12#.browserbroker.v1.GetCookiesRequest\x1a$.browserbroker.v1.GetCookiesResponse\x12W\n" +
 	"\n" +
-	"SetCookies\x12#.browserbroker.v1.SetCookiesRequest\x1a$.browserbroker.v1.SetCookiesResponse2\x83\x04\n" +
+	"SetCookies\x12#.browserbroker.v1.SetCookiesRequest\x1a$.browserbroker.v1.SetCookiesResponse2\xc4\x05\n" +
 	"\fAdminService\x12W\n" +
 	"\n" +
 	"ListLeases\x12#.browserbroker.v1.ListLeasesRequest\x1a$.browserbroker.v1.ListLeasesResponse\x12Q\n" +
@@ -3604,7 +4330,9 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\vRevokeLease\x12$.browserbroker.v1.RevokeLeaseRequest\x1a%.browserbroker.v1.RevokeLeaseResponse\x12Q\n" +
 	"\bGetStats\x12!.browserbroker.v1.GetStatsRequest\x1a\".browserbroker.v1.GetStatsResponse\x12H\n" +
 	"\x05Drain\x12\x1e.browserbroker.v1.DrainRequest\x1a\x1f.browserbroker.v1.DrainResponse\x12N\n" +
-	"\aUndrain\x12 .browserbroker.v1.UndrainRequest\x1a!.browserbroker.v1.UndrainResponseB\xca\x01\n" +
+	"\aUndrain\x12 .browserbroker.v1.UndrainRequest\x1a!.browserbroker.v1.UndrainResponse\x12]\n" +
+	"\fListSessions\x12%.browserbroker.v1.ListSessionsRequest\x1a&.browserbroker.v1.ListSessionsResponse\x12`\n" +
+	"\rDeleteSession\x12&.browserbroker.v1.DeleteSessionRequest\x1a'.browserbroker.v1.DeleteSessionResponseB\xca\x01\n" +
 	"\x14com.browserbroker.v1B\vBrokerProtoP\x01ZDgithub.com/browserbroker/broker/gen/browserbroker/v1;browserbrokerv1\xa2\x02\x03BXX\xaa\x02\x10Browserbroker.V1\xca\x02\x10Browserbroker\\V1\xe2\x02\x1cBrowserbroker\\V1\\GPBMetadata\xea\x02\x11Browserbroker::V1b\x06proto3"
 
 var (
@@ -3619,162 +4347,184 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_browserbroker_v1_broker_proto_rawDescData
 }
 
-var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(ReclaimReason)(0),              // 0: browserbroker.v1.ReclaimReason
 	(WaitUntil)(0),                  // 1: browserbroker.v1.WaitUntil
 	(ElementState)(0),               // 2: browserbroker.v1.ElementState
 	(ImageFormat)(0),                // 3: browserbroker.v1.ImageFormat
 	(LeaseState)(0),                 // 4: browserbroker.v1.LeaseState
-	(*LeaseRequest)(nil),            // 5: browserbroker.v1.LeaseRequest
-	(*Acquire)(nil),                 // 6: browserbroker.v1.Acquire
-	(*Renew)(nil),                   // 7: browserbroker.v1.Renew
-	(*Release)(nil),                 // 8: browserbroker.v1.Release
-	(*ContextOptions)(nil),          // 9: browserbroker.v1.ContextOptions
-	(*Viewport)(nil),                // 10: browserbroker.v1.Viewport
-	(*Proxy)(nil),                   // 11: browserbroker.v1.Proxy
-	(*LeaseResponse)(nil),           // 12: browserbroker.v1.LeaseResponse
-	(*Queued)(nil),                  // 13: browserbroker.v1.Queued
-	(*Granted)(nil),                 // 14: browserbroker.v1.Granted
-	(*Renewed)(nil),                 // 15: browserbroker.v1.Renewed
-	(*Revoked)(nil),                 // 16: browserbroker.v1.Revoked
-	(*NavigateRequest)(nil),         // 17: browserbroker.v1.NavigateRequest
-	(*NavigateResponse)(nil),        // 18: browserbroker.v1.NavigateResponse
-	(*ClickRequest)(nil),            // 19: browserbroker.v1.ClickRequest
-	(*ClickResponse)(nil),           // 20: browserbroker.v1.ClickResponse
-	(*FillRequest)(nil),             // 21: browserbroker.v1.FillRequest
-	(*FillResponse)(nil),            // 22: browserbroker.v1.FillResponse
-	(*PressRequest)(nil),            // 23: browserbroker.v1.PressRequest
-	(*PressResponse)(nil),           // 24: browserbroker.v1.PressResponse
-	(*WaitForSelectorRequest)(nil),  // 25: browserbroker.v1.WaitForSelectorRequest
-	(*WaitForSelectorResponse)(nil), // 26: browserbroker.v1.WaitForSelectorResponse
-	(*EvaluateRequest)(nil),         // 27: browserbroker.v1.EvaluateRequest
-	(*EvaluateResponse)(nil),        // 28: browserbroker.v1.EvaluateResponse
-	(*ContentRequest)(nil),          // 29: browserbroker.v1.ContentRequest
-	(*ContentResponse)(nil),         // 30: browserbroker.v1.ContentResponse
-	(*TextRequest)(nil),             // 31: browserbroker.v1.TextRequest
-	(*TextResponse)(nil),            // 32: browserbroker.v1.TextResponse
-	(*ScreenshotRequest)(nil),       // 33: browserbroker.v1.ScreenshotRequest
-	(*ScreenshotResponse)(nil),      // 34: browserbroker.v1.ScreenshotResponse
-	(*Cookie)(nil),                  // 35: browserbroker.v1.Cookie
-	(*GetCookiesRequest)(nil),       // 36: browserbroker.v1.GetCookiesRequest
-	(*GetCookiesResponse)(nil),      // 37: browserbroker.v1.GetCookiesResponse
-	(*SetCookiesRequest)(nil),       // 38: browserbroker.v1.SetCookiesRequest
-	(*SetCookiesResponse)(nil),      // 39: browserbroker.v1.SetCookiesResponse
-	(*DrainRequest)(nil),            // 40: browserbroker.v1.DrainRequest
-	(*DrainResponse)(nil),           // 41: browserbroker.v1.DrainResponse
-	(*UndrainRequest)(nil),          // 42: browserbroker.v1.UndrainRequest
-	(*UndrainResponse)(nil),         // 43: browserbroker.v1.UndrainResponse
-	(*LeaseInfo)(nil),               // 44: browserbroker.v1.LeaseInfo
-	(*ListLeasesRequest)(nil),       // 45: browserbroker.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),      // 46: browserbroker.v1.ListLeasesResponse
-	(*GetLeaseRequest)(nil),         // 47: browserbroker.v1.GetLeaseRequest
-	(*GetLeaseResponse)(nil),        // 48: browserbroker.v1.GetLeaseResponse
-	(*RevokeLeaseRequest)(nil),      // 49: browserbroker.v1.RevokeLeaseRequest
-	(*RevokeLeaseResponse)(nil),     // 50: browserbroker.v1.RevokeLeaseResponse
-	(*GetStatsRequest)(nil),         // 51: browserbroker.v1.GetStatsRequest
-	(*ReasonCount)(nil),             // 52: browserbroker.v1.ReasonCount
-	(*GetStatsResponse)(nil),        // 53: browserbroker.v1.GetStatsResponse
-	nil,                             // 54: browserbroker.v1.Acquire.LabelsEntry
-	nil,                             // 55: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                             // 56: browserbroker.v1.LeaseInfo.LabelsEntry
-	nil,                             // 57: browserbroker.v1.ListLeasesRequest.LabelsEntry
-	(*durationpb.Duration)(nil),     // 58: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 59: google.protobuf.Timestamp
+	(SessionState)(0),               // 5: browserbroker.v1.SessionState
+	(*LeaseRequest)(nil),            // 6: browserbroker.v1.LeaseRequest
+	(*Acquire)(nil),                 // 7: browserbroker.v1.Acquire
+	(*Renew)(nil),                   // 8: browserbroker.v1.Renew
+	(*Release)(nil),                 // 9: browserbroker.v1.Release
+	(*ContextOptions)(nil),          // 10: browserbroker.v1.ContextOptions
+	(*Block)(nil),                   // 11: browserbroker.v1.Block
+	(*Viewport)(nil),                // 12: browserbroker.v1.Viewport
+	(*Proxy)(nil),                   // 13: browserbroker.v1.Proxy
+	(*LeaseResponse)(nil),           // 14: browserbroker.v1.LeaseResponse
+	(*Queued)(nil),                  // 15: browserbroker.v1.Queued
+	(*Granted)(nil),                 // 16: browserbroker.v1.Granted
+	(*Renewed)(nil),                 // 17: browserbroker.v1.Renewed
+	(*Revoked)(nil),                 // 18: browserbroker.v1.Revoked
+	(*NavigateRequest)(nil),         // 19: browserbroker.v1.NavigateRequest
+	(*NavigateResponse)(nil),        // 20: browserbroker.v1.NavigateResponse
+	(*ClickRequest)(nil),            // 21: browserbroker.v1.ClickRequest
+	(*ClickResponse)(nil),           // 22: browserbroker.v1.ClickResponse
+	(*FillRequest)(nil),             // 23: browserbroker.v1.FillRequest
+	(*FillResponse)(nil),            // 24: browserbroker.v1.FillResponse
+	(*PressRequest)(nil),            // 25: browserbroker.v1.PressRequest
+	(*PressResponse)(nil),           // 26: browserbroker.v1.PressResponse
+	(*WaitForSelectorRequest)(nil),  // 27: browserbroker.v1.WaitForSelectorRequest
+	(*WaitForSelectorResponse)(nil), // 28: browserbroker.v1.WaitForSelectorResponse
+	(*EvaluateRequest)(nil),         // 29: browserbroker.v1.EvaluateRequest
+	(*EvaluateResponse)(nil),        // 30: browserbroker.v1.EvaluateResponse
+	(*ContentRequest)(nil),          // 31: browserbroker.v1.ContentRequest
+	(*ContentResponse)(nil),         // 32: browserbroker.v1.ContentResponse
+	(*TextRequest)(nil),             // 33: browserbroker.v1.TextRequest
+	(*TextResponse)(nil),            // 34: browserbroker.v1.TextResponse
+	(*ScreenshotRequest)(nil),       // 35: browserbroker.v1.ScreenshotRequest
+	(*ScreenshotResponse)(nil),      // 36: browserbroker.v1.ScreenshotResponse
+	(*Cookie)(nil),                  // 37: browserbroker.v1.Cookie
+	(*GetCookiesRequest)(nil),       // 38: browserbroker.v1.GetCookiesRequest
+	(*GetCookiesResponse)(nil),      // 39: browserbroker.v1.GetCookiesResponse
+	(*SetCookiesRequest)(nil),       // 40: browserbroker.v1.SetCookiesRequest
+	(*SetCookiesResponse)(nil),      // 41: browserbroker.v1.SetCookiesResponse
+	(*DrainRequest)(nil),            // 42: browserbroker.v1.DrainRequest
+	(*DrainResponse)(nil),           // 43: browserbroker.v1.DrainResponse
+	(*UndrainRequest)(nil),          // 44: browserbroker.v1.UndrainRequest
+	(*UndrainResponse)(nil),         // 45: browserbroker.v1.UndrainResponse
+	(*LeaseInfo)(nil),               // 46: browserbroker.v1.LeaseInfo
+	(*ListLeasesRequest)(nil),       // 47: browserbroker.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),      // 48: browserbroker.v1.ListLeasesResponse
+	(*GetLeaseRequest)(nil),         // 49: browserbroker.v1.GetLeaseRequest
+	(*GetLeaseResponse)(nil),        // 50: browserbroker.v1.GetLeaseResponse
+	(*RevokeLeaseRequest)(nil),      // 51: browserbroker.v1.RevokeLeaseRequest
+	(*RevokeLeaseResponse)(nil),     // 52: browserbroker.v1.RevokeLeaseResponse
+	(*GetStatsRequest)(nil),         // 53: browserbroker.v1.GetStatsRequest
+	(*ReasonCount)(nil),             // 54: browserbroker.v1.ReasonCount
+	(*GetStatsResponse)(nil),        // 55: browserbroker.v1.GetStatsResponse
+	(*BrowserSource)(nil),           // 56: browserbroker.v1.BrowserSource
+	(*SessionInfo)(nil),             // 57: browserbroker.v1.SessionInfo
+	(*ListSessionsRequest)(nil),     // 58: browserbroker.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),    // 59: browserbroker.v1.ListSessionsResponse
+	(*DeleteSessionRequest)(nil),    // 60: browserbroker.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),   // 61: browserbroker.v1.DeleteSessionResponse
+	nil,                             // 62: browserbroker.v1.Acquire.LabelsEntry
+	nil,                             // 63: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                             // 64: browserbroker.v1.LeaseInfo.LabelsEntry
+	nil,                             // 65: browserbroker.v1.ListLeasesRequest.LabelsEntry
+	(*durationpb.Duration)(nil),     // 66: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 67: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
-	6,  // 0: browserbroker.v1.LeaseRequest.acquire:type_name -> browserbroker.v1.Acquire
-	7,  // 1: browserbroker.v1.LeaseRequest.renew:type_name -> browserbroker.v1.Renew
-	8,  // 2: browserbroker.v1.LeaseRequest.release:type_name -> browserbroker.v1.Release
-	58, // 3: browserbroker.v1.Acquire.ttl:type_name -> google.protobuf.Duration
-	58, // 4: browserbroker.v1.Acquire.wait_timeout:type_name -> google.protobuf.Duration
-	9,  // 5: browserbroker.v1.Acquire.context:type_name -> browserbroker.v1.ContextOptions
-	54, // 6: browserbroker.v1.Acquire.labels:type_name -> browserbroker.v1.Acquire.LabelsEntry
-	58, // 7: browserbroker.v1.Acquire.max_lifetime:type_name -> google.protobuf.Duration
-	10, // 8: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	55, // 9: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	11, // 10: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
-	13, // 11: browserbroker.v1.LeaseResponse.queued:type_name -> browserbroker.v1.Queued
-	14, // 12: browserbroker.v1.LeaseResponse.granted:type_name -> browserbroker.v1.Granted
-	15, // 13: browserbroker.v1.LeaseResponse.renewed:type_name -> browserbroker.v1.Renewed
-	16, // 14: browserbroker.v1.LeaseResponse.revoked:type_name -> browserbroker.v1.Revoked
-	59, // 15: browserbroker.v1.Granted.expires_at:type_name -> google.protobuf.Timestamp
-	59, // 16: browserbroker.v1.Granted.max_expires_at:type_name -> google.protobuf.Timestamp
-	58, // 17: browserbroker.v1.Granted.ttl:type_name -> google.protobuf.Duration
-	59, // 18: browserbroker.v1.Renewed.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 19: browserbroker.v1.Revoked.reason:type_name -> browserbroker.v1.ReclaimReason
-	1,  // 20: browserbroker.v1.NavigateRequest.wait_until:type_name -> browserbroker.v1.WaitUntil
-	58, // 21: browserbroker.v1.NavigateRequest.timeout:type_name -> google.protobuf.Duration
-	58, // 22: browserbroker.v1.ClickRequest.timeout:type_name -> google.protobuf.Duration
-	58, // 23: browserbroker.v1.FillRequest.timeout:type_name -> google.protobuf.Duration
-	58, // 24: browserbroker.v1.PressRequest.timeout:type_name -> google.protobuf.Duration
-	2,  // 25: browserbroker.v1.WaitForSelectorRequest.state:type_name -> browserbroker.v1.ElementState
-	58, // 26: browserbroker.v1.WaitForSelectorRequest.timeout:type_name -> google.protobuf.Duration
-	58, // 27: browserbroker.v1.EvaluateRequest.timeout:type_name -> google.protobuf.Duration
-	58, // 28: browserbroker.v1.ContentRequest.timeout:type_name -> google.protobuf.Duration
-	58, // 29: browserbroker.v1.TextRequest.timeout:type_name -> google.protobuf.Duration
-	3,  // 30: browserbroker.v1.ScreenshotRequest.format:type_name -> browserbroker.v1.ImageFormat
-	58, // 31: browserbroker.v1.ScreenshotRequest.timeout:type_name -> google.protobuf.Duration
-	3,  // 32: browserbroker.v1.ScreenshotResponse.format:type_name -> browserbroker.v1.ImageFormat
-	35, // 33: browserbroker.v1.GetCookiesResponse.cookies:type_name -> browserbroker.v1.Cookie
-	35, // 34: browserbroker.v1.SetCookiesRequest.cookies:type_name -> browserbroker.v1.Cookie
-	4,  // 35: browserbroker.v1.LeaseInfo.state:type_name -> browserbroker.v1.LeaseState
-	56, // 36: browserbroker.v1.LeaseInfo.labels:type_name -> browserbroker.v1.LeaseInfo.LabelsEntry
-	59, // 37: browserbroker.v1.LeaseInfo.granted_at:type_name -> google.protobuf.Timestamp
-	59, // 38: browserbroker.v1.LeaseInfo.expires_at:type_name -> google.protobuf.Timestamp
-	59, // 39: browserbroker.v1.LeaseInfo.max_expires_at:type_name -> google.protobuf.Timestamp
-	59, // 40: browserbroker.v1.LeaseInfo.last_activity_at:type_name -> google.protobuf.Timestamp
-	0,  // 41: browserbroker.v1.LeaseInfo.reason:type_name -> browserbroker.v1.ReclaimReason
-	58, // 42: browserbroker.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
-	57, // 43: browserbroker.v1.ListLeasesRequest.labels:type_name -> browserbroker.v1.ListLeasesRequest.LabelsEntry
-	44, // 44: browserbroker.v1.ListLeasesResponse.leases:type_name -> browserbroker.v1.LeaseInfo
-	44, // 45: browserbroker.v1.GetLeaseResponse.lease:type_name -> browserbroker.v1.LeaseInfo
-	0,  // 46: browserbroker.v1.RevokeLeaseResponse.reason:type_name -> browserbroker.v1.ReclaimReason
-	0,  // 47: browserbroker.v1.ReasonCount.reason:type_name -> browserbroker.v1.ReclaimReason
-	52, // 48: browserbroker.v1.GetStatsResponse.reclaimed:type_name -> browserbroker.v1.ReasonCount
-	58, // 49: browserbroker.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
-	5,  // 50: browserbroker.v1.LeaseService.Lease:input_type -> browserbroker.v1.LeaseRequest
-	17, // 51: browserbroker.v1.PageService.Navigate:input_type -> browserbroker.v1.NavigateRequest
-	19, // 52: browserbroker.v1.PageService.Click:input_type -> browserbroker.v1.ClickRequest
-	21, // 53: browserbroker.v1.PageService.Fill:input_type -> browserbroker.v1.FillRequest
-	23, // 54: browserbroker.v1.PageService.Press:input_type -> browserbroker.v1.PressRequest
-	25, // 55: browserbroker.v1.PageService.WaitForSelector:input_type -> browserbroker.v1.WaitForSelectorRequest
-	27, // 56: browserbroker.v1.PageService.Evaluate:input_type -> browserbroker.v1.EvaluateRequest
-	29, // 57: browserbroker.v1.PageService.Content:input_type -> browserbroker.v1.ContentRequest
-	31, // 58: browserbroker.v1.PageService.Text:input_type -> browserbroker.v1.TextRequest
-	33, // 59: browserbroker.v1.PageService.Screenshot:input_type -> browserbroker.v1.ScreenshotRequest
-	36, // 60: browserbroker.v1.PageService.GetCookies:input_type -> browserbroker.v1.GetCookiesRequest
-	38, // 61: browserbroker.v1.PageService.SetCookies:input_type -> browserbroker.v1.SetCookiesRequest
-	45, // 62: browserbroker.v1.AdminService.ListLeases:input_type -> browserbroker.v1.ListLeasesRequest
-	47, // 63: browserbroker.v1.AdminService.GetLease:input_type -> browserbroker.v1.GetLeaseRequest
-	49, // 64: browserbroker.v1.AdminService.RevokeLease:input_type -> browserbroker.v1.RevokeLeaseRequest
-	51, // 65: browserbroker.v1.AdminService.GetStats:input_type -> browserbroker.v1.GetStatsRequest
-	40, // 66: browserbroker.v1.AdminService.Drain:input_type -> browserbroker.v1.DrainRequest
-	42, // 67: browserbroker.v1.AdminService.Undrain:input_type -> browserbroker.v1.UndrainRequest
-	12, // 68: browserbroker.v1.LeaseService.Lease:output_type -> browserbroker.v1.LeaseResponse
-	18, // 69: browserbroker.v1.PageService.Navigate:output_type -> browserbroker.v1.NavigateResponse
-	20, // 70: browserbroker.v1.PageService.Click:output_type -> browserbroker.v1.ClickResponse
-	22, // 71: browserbroker.v1.PageService.Fill:output_type -> browserbroker.v1.FillResponse
-	24, // 72: browserbroker.v1.PageService.Press:output_type -> browserbroker.v1.PressResponse
-	26, // 73: browserbroker.v1.PageService.WaitForSelector:output_type -> browserbroker.v1.WaitForSelectorResponse
-	28, // 74: browserbroker.v1.PageService.Evaluate:output_type -> browserbroker.v1.EvaluateResponse
-	30, // 75: browserbroker.v1.PageService.Content:output_type -> browserbroker.v1.ContentResponse
-	32, // 76: browserbroker.v1.PageService.Text:output_type -> browserbroker.v1.TextResponse
-	34, // 77: browserbroker.v1.PageService.Screenshot:output_type -> browserbroker.v1.ScreenshotResponse
-	37, // 78: browserbroker.v1.PageService.GetCookies:output_type -> browserbroker.v1.GetCookiesResponse
-	39, // 79: browserbroker.v1.PageService.SetCookies:output_type -> browserbroker.v1.SetCookiesResponse
-	46, // 80: browserbroker.v1.AdminService.ListLeases:output_type -> browserbroker.v1.ListLeasesResponse
-	48, // 81: browserbroker.v1.AdminService.GetLease:output_type -> browserbroker.v1.GetLeaseResponse
-	50, // 82: browserbroker.v1.AdminService.RevokeLease:output_type -> browserbroker.v1.RevokeLeaseResponse
-	53, // 83: browserbroker.v1.AdminService.GetStats:output_type -> browserbroker.v1.GetStatsResponse
-	41, // 84: browserbroker.v1.AdminService.Drain:output_type -> browserbroker.v1.DrainResponse
-	43, // 85: browserbroker.v1.AdminService.Undrain:output_type -> browserbroker.v1.UndrainResponse
-	68, // [68:86] is the sub-list for method output_type
-	50, // [50:68] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	7,  // 0: browserbroker.v1.LeaseRequest.acquire:type_name -> browserbroker.v1.Acquire
+	8,  // 1: browserbroker.v1.LeaseRequest.renew:type_name -> browserbroker.v1.Renew
+	9,  // 2: browserbroker.v1.LeaseRequest.release:type_name -> browserbroker.v1.Release
+	66, // 3: browserbroker.v1.Acquire.ttl:type_name -> google.protobuf.Duration
+	66, // 4: browserbroker.v1.Acquire.wait_timeout:type_name -> google.protobuf.Duration
+	10, // 5: browserbroker.v1.Acquire.context:type_name -> browserbroker.v1.ContextOptions
+	62, // 6: browserbroker.v1.Acquire.labels:type_name -> browserbroker.v1.Acquire.LabelsEntry
+	66, // 7: browserbroker.v1.Acquire.max_lifetime:type_name -> google.protobuf.Duration
+	12, // 8: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
+	63, // 9: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	13, // 10: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
+	11, // 11: browserbroker.v1.ContextOptions.block:type_name -> browserbroker.v1.Block
+	15, // 12: browserbroker.v1.LeaseResponse.queued:type_name -> browserbroker.v1.Queued
+	16, // 13: browserbroker.v1.LeaseResponse.granted:type_name -> browserbroker.v1.Granted
+	17, // 14: browserbroker.v1.LeaseResponse.renewed:type_name -> browserbroker.v1.Renewed
+	18, // 15: browserbroker.v1.LeaseResponse.revoked:type_name -> browserbroker.v1.Revoked
+	67, // 16: browserbroker.v1.Granted.expires_at:type_name -> google.protobuf.Timestamp
+	67, // 17: browserbroker.v1.Granted.max_expires_at:type_name -> google.protobuf.Timestamp
+	66, // 18: browserbroker.v1.Granted.ttl:type_name -> google.protobuf.Duration
+	67, // 19: browserbroker.v1.Renewed.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 20: browserbroker.v1.Revoked.reason:type_name -> browserbroker.v1.ReclaimReason
+	1,  // 21: browserbroker.v1.NavigateRequest.wait_until:type_name -> browserbroker.v1.WaitUntil
+	66, // 22: browserbroker.v1.NavigateRequest.timeout:type_name -> google.protobuf.Duration
+	66, // 23: browserbroker.v1.ClickRequest.timeout:type_name -> google.protobuf.Duration
+	66, // 24: browserbroker.v1.FillRequest.timeout:type_name -> google.protobuf.Duration
+	66, // 25: browserbroker.v1.PressRequest.timeout:type_name -> google.protobuf.Duration
+	2,  // 26: browserbroker.v1.WaitForSelectorRequest.state:type_name -> browserbroker.v1.ElementState
+	66, // 27: browserbroker.v1.WaitForSelectorRequest.timeout:type_name -> google.protobuf.Duration
+	66, // 28: browserbroker.v1.EvaluateRequest.timeout:type_name -> google.protobuf.Duration
+	66, // 29: browserbroker.v1.ContentRequest.timeout:type_name -> google.protobuf.Duration
+	66, // 30: browserbroker.v1.TextRequest.timeout:type_name -> google.protobuf.Duration
+	3,  // 31: browserbroker.v1.ScreenshotRequest.format:type_name -> browserbroker.v1.ImageFormat
+	66, // 32: browserbroker.v1.ScreenshotRequest.timeout:type_name -> google.protobuf.Duration
+	3,  // 33: browserbroker.v1.ScreenshotResponse.format:type_name -> browserbroker.v1.ImageFormat
+	37, // 34: browserbroker.v1.GetCookiesResponse.cookies:type_name -> browserbroker.v1.Cookie
+	37, // 35: browserbroker.v1.SetCookiesRequest.cookies:type_name -> browserbroker.v1.Cookie
+	4,  // 36: browserbroker.v1.LeaseInfo.state:type_name -> browserbroker.v1.LeaseState
+	64, // 37: browserbroker.v1.LeaseInfo.labels:type_name -> browserbroker.v1.LeaseInfo.LabelsEntry
+	67, // 38: browserbroker.v1.LeaseInfo.granted_at:type_name -> google.protobuf.Timestamp
+	67, // 39: browserbroker.v1.LeaseInfo.expires_at:type_name -> google.protobuf.Timestamp
+	67, // 40: browserbroker.v1.LeaseInfo.max_expires_at:type_name -> google.protobuf.Timestamp
+	67, // 41: browserbroker.v1.LeaseInfo.last_activity_at:type_name -> google.protobuf.Timestamp
+	0,  // 42: browserbroker.v1.LeaseInfo.reason:type_name -> browserbroker.v1.ReclaimReason
+	66, // 43: browserbroker.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
+	66, // 44: browserbroker.v1.LeaseInfo.age:type_name -> google.protobuf.Duration
+	66, // 45: browserbroker.v1.LeaseInfo.idle:type_name -> google.protobuf.Duration
+	65, // 46: browserbroker.v1.ListLeasesRequest.labels:type_name -> browserbroker.v1.ListLeasesRequest.LabelsEntry
+	46, // 47: browserbroker.v1.ListLeasesResponse.leases:type_name -> browserbroker.v1.LeaseInfo
+	46, // 48: browserbroker.v1.GetLeaseResponse.lease:type_name -> browserbroker.v1.LeaseInfo
+	0,  // 49: browserbroker.v1.RevokeLeaseResponse.reason:type_name -> browserbroker.v1.ReclaimReason
+	0,  // 50: browserbroker.v1.ReasonCount.reason:type_name -> browserbroker.v1.ReclaimReason
+	54, // 51: browserbroker.v1.GetStatsResponse.reclaimed:type_name -> browserbroker.v1.ReasonCount
+	66, // 52: browserbroker.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
+	66, // 53: browserbroker.v1.GetStatsResponse.oldest_wait:type_name -> google.protobuf.Duration
+	56, // 54: browserbroker.v1.GetStatsResponse.sources:type_name -> browserbroker.v1.BrowserSource
+	5,  // 55: browserbroker.v1.SessionInfo.state:type_name -> browserbroker.v1.SessionState
+	67, // 56: browserbroker.v1.SessionInfo.closes_at:type_name -> google.protobuf.Timestamp
+	67, // 57: browserbroker.v1.SessionInfo.saved_at:type_name -> google.protobuf.Timestamp
+	57, // 58: browserbroker.v1.ListSessionsResponse.sessions:type_name -> browserbroker.v1.SessionInfo
+	0,  // 59: browserbroker.v1.DeleteSessionResponse.lease_reason:type_name -> browserbroker.v1.ReclaimReason
+	6,  // 60: browserbroker.v1.LeaseService.Lease:input_type -> browserbroker.v1.LeaseRequest
+	19, // 61: browserbroker.v1.PageService.Navigate:input_type -> browserbroker.v1.NavigateRequest
+	21, // 62: browserbroker.v1.PageService.Click:input_type -> browserbroker.v1.ClickRequest
+	23, // 63: browserbroker.v1.PageService.Fill:input_type -> browserbroker.v1.FillRequest
+	25, // 64: browserbroker.v1.PageService.Press:input_type -> browserbroker.v1.PressRequest
+	27, // 65: browserbroker.v1.PageService.WaitForSelector:input_type -> browserbroker.v1.WaitForSelectorRequest
+	29, // 66: browserbroker.v1.PageService.Evaluate:input_type -> browserbroker.v1.EvaluateRequest
+	31, // 67: browserbroker.v1.PageService.Content:input_type -> browserbroker.v1.ContentRequest
+	33, // 68: browserbroker.v1.PageService.Text:input_type -> browserbroker.v1.TextRequest
+	35, // 69: browserbroker.v1.PageService.Screenshot:input_type -> browserbroker.v1.ScreenshotRequest
+	38, // 70: browserbroker.v1.PageService.GetCookies:input_type -> browserbroker.v1.GetCookiesRequest
+	40, // 71: browserbroker.v1.PageService.SetCookies:input_type -> browserbroker.v1.SetCookiesRequest
+	47, // 72: browserbroker.v1.AdminService.ListLeases:input_type -> browserbroker.v1.ListLeasesRequest
+	49, // 73: browserbroker.v1.AdminService.GetLease:input_type -> browserbroker.v1.GetLeaseRequest
+	51, // 74: browserbroker.v1.AdminService.RevokeLease:input_type -> browserbroker.v1.RevokeLeaseRequest
+	53, // 75: browserbroker.v1.AdminService.GetStats:input_type -> browserbroker.v1.GetStatsRequest
+	42, // 76: browserbroker.v1.AdminService.Drain:input_type -> browserbroker.v1.DrainRequest
+	44, // 77: browserbroker.v1.AdminService.Undrain:input_type -> browserbroker.v1.UndrainRequest
+	58, // 78: browserbroker.v1.AdminService.ListSessions:input_type -> browserbroker.v1.ListSessionsRequest
+	60, // 79: browserbroker.v1.AdminService.DeleteSession:input_type -> browserbroker.v1.DeleteSessionRequest
+	14, // 80: browserbroker.v1.LeaseService.Lease:output_type -> browserbroker.v1.LeaseResponse
+	20, // 81: browserbroker.v1.PageService.Navigate:output_type -> browserbroker.v1.NavigateResponse
+	22, // 82: browserbroker.v1.PageService.Click:output_type -> browserbroker.v1.ClickResponse
+	24, // 83: browserbroker.v1.PageService.Fill:output_type -> browserbroker.v1.FillResponse
+	26, // 84: browserbroker.v1.PageService.Press:output_type -> browserbroker.v1.PressResponse
+	28, // 85: browserbroker.v1.PageService.WaitForSelector:output_type -> browserbroker.v1.WaitForSelectorResponse
+	30, // 86: browserbroker.v1.PageService.Evaluate:output_type -> browserbroker.v1.EvaluateResponse
+	32, // 87: browserbroker.v1.PageService.Content:output_type -> browserbroker.v1.ContentResponse
+	34, // 88: browserbroker.v1.PageService.Text:output_type -> browserbroker.v1.TextResponse
+	36, // 89: browserbroker.v1.PageService.Screenshot:output_type -> browserbroker.v1.ScreenshotResponse
+	39, // 90: browserbroker.v1.PageService.GetCookies:output_type -> browserbroker.v1.GetCookiesResponse
+	41, // 91: browserbroker.v1.PageService.SetCookies:output_type -> browserbroker.v1.SetCookiesResponse
+	48, // 92: browserbroker.v1.AdminService.ListLeases:output_type -> browserbroker.v1.ListLeasesResponse
+	50, // 93: browserbroker.v1.AdminService.GetLease:output_type -> browserbroker.v1.GetLeaseResponse
+	52, // 94: browserbroker.v1.AdminService.RevokeLease:output_type -> browserbroker.v1.RevokeLeaseResponse
+	55, // 95: browserbroker.v1.AdminService.GetStats:output_type -> browserbroker.v1.GetStatsResponse
+	43, // 96: browserbroker.v1.AdminService.Drain:output_type -> browserbroker.v1.DrainResponse
+	45, // 97: browserbroker.v1.AdminService.Undrain:output_type -> browserbroker.v1.UndrainResponse
+	59, // 98: browserbroker.v1.AdminService.ListSessions:output_type -> browserbroker.v1.ListSessionsResponse
+	61, // 99: browserbroker.v1.AdminService.DeleteSession:output_type -> browserbroker.v1.DeleteSessionResponse
+	80, // [80:100] is the sub-list for method output_type
+	60, // [60:80] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -3788,7 +4538,7 @@ func file_browserbroker_v1_broker_proto_init() {
 		(*LeaseRequest_Release)(nil),
 	}
 	file_browserbroker_v1_broker_proto_msgTypes[4].OneofWrappers = []any{}
-	file_browserbroker_v1_broker_proto_msgTypes[7].OneofWrappers = []any{
+	file_browserbroker_v1_broker_proto_msgTypes[8].OneofWrappers = []any{
 		(*LeaseResponse_Queued)(nil),
 		(*LeaseResponse_Granted)(nil),
 		(*LeaseResponse_Renewed)(nil),
@@ -3799,8 +4549,8 @@ func file_browserbroker_v1_broker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   53,
+			NumEnums:      6,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -679,12 +679,14 @@ var PageService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	AdminService_ListLeases_FullMethodName  = "/browserbroker.v1.AdminService/ListLeases"
-	AdminService_GetLease_FullMethodName    = "/browserbroker.v1.AdminService/GetLease"
-	AdminService_RevokeLease_FullMethodName = "/browserbroker.v1.AdminService/RevokeLease"
-	AdminService_GetStats_FullMethodName    = "/browserbroker.v1.AdminService/GetStats"
-	AdminService_Drain_FullMethodName       = "/browserbroker.v1.AdminService/Drain"
-	AdminService_Undrain_FullMethodName     = "/browserbroker.v1.AdminService/Undrain"
+	AdminService_ListLeases_FullMethodName    = "/browserbroker.v1.AdminService/ListLeases"
+	AdminService_GetLease_FullMethodName      = "/browserbroker.v1.AdminService/GetLease"
+	AdminService_RevokeLease_FullMethodName   = "/browserbroker.v1.AdminService/RevokeLease"
+	AdminService_GetStats_FullMethodName      = "/browserbroker.v1.AdminService/GetStats"
+	AdminService_Drain_FullMethodName         = "/browserbroker.v1.AdminService/Drain"
+	AdminService_Undrain_FullMethodName       = "/browserbroker.v1.AdminService/Undrain"
+	AdminService_ListSessions_FullMethodName  = "/browserbroker.v1.AdminService/ListSessions"
+	AdminService_DeleteSession_FullMethodName = "/browserbroker.v1.AdminService/DeleteSession"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -709,6 +711,12 @@ type AdminServiceClient interface {
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// Undrain reverses Drain.
 	Undrain(ctx context.Context, in *UndrainRequest, opts ...grpc.CallOption) (*UndrainResponse, error)
+	// ListSessions lists the sticky sessions: held, warm, or only saved.
+	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
+	// DeleteSession ends a sticky session: its lease (if any) is revoked, its
+	// context closed, its saved state removed. NOT_FOUND if the broker knows
+	// no such session.
+	DeleteSession(ctx context.Context, in *DeleteSessionRequest, opts ...grpc.CallOption) (*DeleteSessionResponse, error)
 }
 
 type adminServiceClient struct {
@@ -779,6 +787,26 @@ func (c *adminServiceClient) Undrain(ctx context.Context, in *UndrainRequest, op
 	return out, nil
 }
 
+func (c *adminServiceClient) ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSessionsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListSessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteSession(ctx context.Context, in *DeleteSessionRequest, opts ...grpc.CallOption) (*DeleteSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSessionResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -801,6 +829,12 @@ type AdminServiceServer interface {
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// Undrain reverses Drain.
 	Undrain(context.Context, *UndrainRequest) (*UndrainResponse, error)
+	// ListSessions lists the sticky sessions: held, warm, or only saved.
+	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
+	// DeleteSession ends a sticky session: its lease (if any) is revoked, its
+	// context closed, its saved state removed. NOT_FOUND if the broker knows
+	// no such session.
+	DeleteSession(context.Context, *DeleteSessionRequest) (*DeleteSessionResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -828,6 +862,12 @@ func (UnimplementedAdminServiceServer) Drain(context.Context, *DrainRequest) (*D
 }
 func (UnimplementedAdminServiceServer) Undrain(context.Context, *UndrainRequest) (*UndrainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Undrain not implemented")
+}
+func (UnimplementedAdminServiceServer) ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSessions not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteSession(context.Context, *DeleteSessionRequest) (*DeleteSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSession not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -958,6 +998,42 @@ func _AdminService_Undrain_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListSessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListSessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListSessions(ctx, req.(*ListSessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteSession(ctx, req.(*DeleteSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -988,6 +1064,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Undrain",
 			Handler:    _AdminService_Undrain_Handler,
+		},
+		{
+			MethodName: "ListSessions",
+			Handler:    _AdminService_ListSessions_Handler,
+		},
+		{
+			MethodName: "DeleteSession",
+			Handler:    _AdminService_DeleteSession_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
