@@ -79,9 +79,16 @@ func (m *Manager) sweepOrphans(a *audit) {
 	}
 	sessions := lister.Sessions()
 	m.mu.Lock()
-	owned := make(map[Session]bool, len(m.leases))
+	owned := make(map[Session]bool, len(m.leases)+m.warm)
 	for _, l := range m.leases {
 		owned[l.session] = true
+	}
+	for _, n := range m.sticky {
+		for _, s := range []Session{n.warm, n.closing} {
+			if s != nil {
+				owned[s] = true
+			}
+		}
 	}
 	m.mu.Unlock()
 	suspects := make(map[Session]bool)

@@ -18,6 +18,8 @@ type fakeBackend struct {
 	openGate chan struct{} // Open waits for it, when set
 	// closeHang makes Close wait for its context to end.
 	closeHang atomic.Bool
+	// saveErr makes Save fail with it, when set.
+	saveErr atomic.Pointer[error]
 }
 
 type fakeSession struct {
@@ -27,6 +29,21 @@ type fakeSession struct {
 	lostOnce   sync.Once
 	lostReason Reason
 	lostMsg    string
+	saves      atomic.Int32 // Save calls
+	saveAfter  atomic.Int32 // Save calls after Close: a bug
+}
+
+// Save makes fake sessions Savers, so sticky sessions get saved.
+func (s *fakeSession) Save(ctx context.Context) error {
+	s.saves.Add(1)
+	if s.closeCalls.Load() > 0 {
+		s.saveAfter.Add(1)
+		return errors.New("fake: saved after close")
+	}
+	if err := s.b.saveErr.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 func (b *fakeBackend) Open(ctx context.Context, spec any) (Session, error) {

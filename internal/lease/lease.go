@@ -41,6 +41,9 @@ type Lease struct {
 	cancel      context.CancelCauseFunc
 	done        chan struct{} // closed when the reclaim is complete
 	turn        chan struct{} // held by the running command
+	sticky      *sticky       // the sticky session held, if any
+	generation  uint64        // its generation at this grant
+	warmGrant   bool          // the session was warm at the grant
 
 	// Guarded by m.mu.
 	state        State
@@ -58,6 +61,20 @@ func (l *Lease) ID() string { return l.id }
 
 // Session is the lease's session, for callers that hold the lease itself.
 func (l *Lease) Session() Session { return l.session }
+
+// SessionKey names the sticky session the lease holds; empty: none.
+func (l *Lease) SessionKey() string {
+	if l.sticky == nil {
+		return ""
+	}
+	return l.sticky.key
+}
+
+// Generation is the sticky session's fencing number at this grant.
+func (l *Lease) Generation() uint64 { return l.generation }
+
+// WarmSession says whether the lease got its sticky session warm.
+func (l *Lease) WarmSession() bool { return l.warmGrant }
 
 // TTL is the idle TTL in force.
 func (l *Lease) TTL() time.Duration { return l.ttl }
@@ -147,6 +164,10 @@ type Info struct {
 	MaxExpiresAt time.Time
 	LastActivity time.Time
 	Commands     uint64
+	SessionKey   string
+	Generation   uint64
+	// Session is the lease's session, for callers that describe it.
+	Session Session
 }
 
 func (l *Lease) infoLocked() Info {
@@ -161,5 +182,8 @@ func (l *Lease) infoLocked() Info {
 		MaxExpiresAt: l.maxDeadline,
 		LastActivity: l.lastActivity,
 		Commands:     l.commands,
+		SessionKey:   l.SessionKey(),
+		Generation:   l.generation,
+		Session:      l.session,
 	}
 }

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"runtime"
@@ -68,6 +69,19 @@ type Config struct {
 	// Tombstones is how many reclaimed leases are remembered, so a late
 	// call names the reason instead of "not found". Default 10000.
 	Tombstones int
+	// SessionIdleTTL is how long a sticky session stays open after its
+	// lease ends, for the next lease of its key. Default 5m; negative:
+	// sessions are saved and closed when their lease ends.
+	SessionIdleTTL time.Duration
+	// Sessions keeps sticky sessions' generations (and whatever the
+	// backend's Saver sessions save). Default: generations in memory only.
+	Sessions SessionStore
+	// Admit, when set, is asked every AdmitInterval whether new sessions
+	// may be opened (say, whether memory is left). While it says no,
+	// acquires that need a new session wait in the queue; detail says why.
+	Admit func() (ok bool, detail string)
+	// AdmitInterval is how often Admit is asked. Default 1s.
+	AdmitInterval time.Duration
 	// Logger; nil: no logs.
 	Logger *zap.Logger
 }
@@ -95,6 +109,11 @@ func (c Config) withDefaults() Config {
 	if c.Jitter == 0 {
 		c.Jitter = 0.1
 	}
+	def(&c.SessionIdleTTL, 5*time.Minute)
+	def(&c.AdmitInterval, time.Second)
+	if c.Sessions == nil {
+		c.Sessions = &memStore{}
+	}
 	if c.Tombstones <= 0 {
 		c.Tombstones = 10000
 	}
@@ -109,6 +128,7 @@ func (c Config) withDefaults() Config {
 type Manager struct {
 	cfg     Config
 	backend Backend
+	store   SessionStore
 	log     *zap.Logger
 	start   time.Time
 
@@ -120,6 +140,11 @@ type Manager struct {
 	active      int // leases in the table: granted and not yet fully reclaimed
 	closing     int // of which reclaim has begun
 	opening     int // capacity reserved for sessions being opened
+	warm        int // sticky sessions open between leases (sticky.go)
+	warmClosing int // of which being closed
+	sticky      map[string]*sticky
+	memLow      bool   // Admit said no at its last call
+	memDetail   string // and why
 	granted     uint64
 	reclaimed   [numReasons]uint64
 	duplicates  uint64
@@ -133,6 +158,7 @@ type Manager struct {
 	reclaims    sync.WaitGroup // finishReclaim goroutines, until Done is closed and logged
 	stopCheck   chan struct{}
 	checkerDone chan struct{}
+	admitDone   chan struct{}
 }
 
 type tomb struct {
@@ -155,15 +181,54 @@ func New(backend Backend, cfg Config) *Manager {
 	m := &Manager{
 		cfg:         cfg,
 		backend:     backend,
+		store:       cfg.Sessions,
 		log:         cfg.Logger,
 		start:       time.Now(),
 		leases:      make(map[string]*Lease),
+		sticky:      make(map[string]*sticky),
 		tombs:       make(map[string]tomb),
 		stopCheck:   make(chan struct{}),
 		checkerDone: make(chan struct{}),
+		admitDone:   make(chan struct{}),
 	}
 	go m.checkLoop()
+	if cfg.Admit != nil {
+		m.memLow, m.memDetail = m.askAdmit()
+		go m.admitLoop()
+	} else {
+		close(m.admitDone)
+	}
 	return m
+}
+
+func (m *Manager) askAdmit() (low bool, detail string) {
+	ok, detail := m.cfg.Admit()
+	return !ok, detail
+}
+
+// admitLoop asks Admit every AdmitInterval and lets waiters in when it
+// says yes again.
+func (m *Manager) admitLoop() {
+	defer close(m.admitDone)
+	t := time.NewTicker(m.cfg.AdmitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-m.stopCheck:
+			return
+		}
+		low, detail := m.askAdmit()
+		m.mu.Lock()
+		changed := low != m.memLow
+		m.memLow, m.memDetail = low, detail
+		if changed {
+			m.log.Warn("admission changed", zap.Bool("new_sessions_wait", low), zap.String("detail", detail),
+				zap.Int("waiting", len(m.queue)))
+		}
+		m.dispatchLocked()
+		m.mu.Unlock()
+	}
 }
 
 // Capacity is the configured capacity.
@@ -175,6 +240,8 @@ type AcquireRequest struct {
 	Wait        time.Duration
 	MaxLifetime time.Duration
 	Labels      map[string]string
+	// SessionKey names a sticky session (see sticky.go); empty: none.
+	SessionKey string
 	// Spec is passed to Backend.Open as it is.
 	Spec any
 }
@@ -203,6 +270,9 @@ func (m *Manager) normalize(req AcquireRequest) (AcquireRequest, error) {
 	if req.MaxLifetime == 0 || req.MaxLifetime > m.cfg.MaxLifetime {
 		req.MaxLifetime = m.cfg.MaxLifetime
 	}
+	if err := checkSessionKey(req.SessionKey); err != nil {
+		return req, err
+	}
 	return req, nil
 }
 
@@ -215,30 +285,42 @@ func (m *Manager) Acquire(ctx context.Context, req AcquireRequest, onQueued func
 	if err != nil {
 		return nil, err
 	}
-	if err := m.reserve(ctx, req.Wait, onQueued); err != nil {
+	started := time.Now()
+	deadline := started.Add(req.Wait)
+	var n *sticky
+	if req.SessionKey != "" {
+		timer := time.NewTimer(req.Wait)
+		n, err = m.lockKey(ctx, req.SessionKey, timer.C, onQueued)
+		timer.Stop()
+		if err != nil {
+			return nil, err
+		}
+		// The key is ours until the lease holds it, or we fail.
+	}
+	session, warm, err := m.obtain(ctx, n, req.Spec, time.Until(deadline), onQueued)
+	if err != nil {
+		if n != nil {
+			m.mu.Lock()
+			m.unlockKeyLocked(n)
+			m.mu.Unlock()
+		}
 		return nil, err
 	}
 	defer m.opens.Done()
-
-	openCtx, cancel := context.WithTimeout(ctx, m.cfg.OpenTimeout)
-	started := time.Now()
-	session, err := m.backend.Open(openCtx, req.Spec)
-	cancel()
-	if err != nil {
-		m.mu.Lock()
-		m.opening--
-		m.failures++
-		m.dispatchLocked()
-		m.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		return nil, fmt.Errorf("%w: %w", ErrBackend, err)
+	var gen uint64
+	var genErr error
+	if n != nil {
+		// Durably, before anyone sees the grant: a fencing number must
+		// never be handed out twice.
+		gen, genErr = m.store.NextGeneration(n.key)
 	}
-	l := m.register(session, req)
-	m.log.Info("lease granted", zap.String("lease_id", l.id),
-		zap.Duration("open", time.Since(started)), zap.Duration("ttl", req.TTL),
-		zap.Any("labels", req.Labels))
+	l := m.register(session, req, n, gen, warm)
+	fields := []zap.Field{zap.String("lease_id", l.id), zap.Duration("open", time.Since(started)),
+		zap.Duration("ttl", req.TTL), zap.Any("labels", req.Labels)}
+	if n != nil {
+		fields = append(fields, zap.String("session_key", n.key), zap.Uint64("generation", gen), zap.Bool("warm", warm))
+	}
+	m.log.Info("lease granted", fields...)
 
 	// A lease granted to a caller that went away, or while the manager
 	// closed, is reclaimed through the one path like any other.
@@ -250,6 +332,12 @@ func (m *Manager) Acquire(ctx context.Context, req AcquireRequest, onQueued func
 	case ctx.Err() != nil:
 		m.reclaimLocked(l, StreamClosed, "acquirer went away before the grant")
 		err = context.Cause(ctx)
+	case genErr != nil:
+		err = fmt.Errorf("%w: recording the session's generation: %w", ErrBackend, genErr)
+		m.reclaimLocked(l, Revoked, err.Error())
+	case n != nil && n.deleting > 0:
+		m.reclaimLocked(l, Revoked, "session deleted")
+		err = fmt.Errorf("%w: session %q was deleted", ErrNotFound, n.key)
 	}
 	m.mu.Unlock()
 	if err != nil {
@@ -260,20 +348,69 @@ func (m *Manager) Acquire(ctx context.Context, req AcquireRequest, onQueued func
 	return l, nil
 }
 
+// obtain gets the session for a new lease: the key's warm session, or a
+// new one from the backend once there is capacity. On success the caller
+// owns one m.opening unit and one m.opens count.
+func (m *Manager) obtain(ctx context.Context, n *sticky, spec any, wait time.Duration, onQueued func(int)) (s Session, warm bool, err error) {
+	if n != nil {
+		m.mu.Lock()
+		if s = m.takeWarmLocked(n); s != nil {
+			m.warm--
+			m.opening++
+			m.opens.Add(1)
+		}
+		m.mu.Unlock()
+		if s != nil {
+			return s, true, nil
+		}
+	}
+	if err := m.reserve(ctx, wait, onQueued); err != nil {
+		return nil, false, err
+	}
+	openCtx, cancel := context.WithTimeout(ctx, m.cfg.OpenTimeout)
+	s, err = m.backend.Open(openCtx, spec)
+	cancel()
+	if err != nil {
+		m.mu.Lock()
+		m.opening--
+		m.failures++
+		m.dispatchLocked()
+		m.mu.Unlock()
+		m.opens.Done()
+		if ctx.Err() != nil {
+			return nil, false, context.Cause(ctx)
+		}
+		return nil, false, fmt.Errorf("%w: %w", ErrBackend, err)
+	}
+	return s, false, nil
+}
+
+// refuseLocked says why no acquire may begin, if so.
+func (m *Manager) refuseLocked() error {
+	switch {
+	case m.closed:
+		return ErrShuttingDown
+	case m.draining:
+		return ErrDraining
+	}
+	return nil
+}
+
+// freeLocked says whether a new session may be opened now.
+func (m *Manager) freeLocked() bool {
+	return m.active+m.opening+m.warm < m.cfg.Capacity && !m.memLow
+}
+
 // reserve takes a unit of capacity for the caller, waiting FIFO in the
 // queue when there is none. On success the caller owns one m.opening unit
 // and one m.opens count.
 func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func(int)) error {
 	m.mu.Lock()
-	if m.closed {
+	if err := m.refuseLocked(); err != nil {
 		m.mu.Unlock()
-		return ErrShuttingDown
+		return err
 	}
-	if m.draining {
-		m.mu.Unlock()
-		return ErrDraining
-	}
-	if len(m.queue) == 0 && m.active+m.opening < m.cfg.Capacity {
+	if len(m.queue) == 0 && m.freeLocked() {
 		m.opening++
 		m.opens.Add(1)
 		m.mu.Unlock()
@@ -288,6 +425,7 @@ func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func
 	w := &waiter{ready: make(chan struct{}), pos: make(chan int, 1), since: time.Now()}
 	m.queue = append(m.queue, w)
 	w.pos <- len(m.queue)
+	m.evictLocked()
 	m.mu.Unlock()
 
 	timer := time.NewTimer(wait)
@@ -306,7 +444,13 @@ func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func
 		case <-ctx.Done():
 			err = context.Cause(ctx) // the caller gave up: not a failure of ours
 		case <-timer.C:
-			err = fmt.Errorf("%w (waited %v)", ErrNoCapacity, wait)
+			m.mu.Lock()
+			if m.memLow {
+				err = fmt.Errorf("%w (waited %v; memory is low: %s)", ErrNoCapacity, wait, m.memDetail)
+			} else {
+				err = fmt.Errorf("%w (waited %v)", ErrNoCapacity, wait)
+			}
+			m.mu.Unlock()
 			failed = true
 		}
 		break
@@ -334,7 +478,7 @@ func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func
 // queue, then tells the rest their new positions.
 func (m *Manager) dispatchLocked() {
 	moved := false
-	for len(m.queue) > 0 && m.active+m.opening < m.cfg.Capacity && !m.closed {
+	for len(m.queue) > 0 && m.freeLocked() && !m.closed {
 		w := m.queue[0]
 		m.queue[0] = nil
 		m.queue = m.queue[1:]
@@ -347,6 +491,7 @@ func (m *Manager) dispatchLocked() {
 	if moved {
 		m.notifyPositionsLocked(0)
 	}
+	m.evictLocked()
 }
 
 func (m *Manager) removeWaiterLocked(w *waiter) {
@@ -372,7 +517,7 @@ func (m *Manager) notifyPositionsLocked(from int) {
 }
 
 // register turns the caller's opening unit into a lease in the table.
-func (m *Manager) register(s Session, req AcquireRequest) *Lease {
+func (m *Manager) register(s Session, req AcquireRequest, n *sticky, gen uint64, warm bool) *Lease {
 	now := time.Now()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{
@@ -388,6 +533,9 @@ func (m *Manager) register(s Session, req AcquireRequest) *Lease {
 		done:        make(chan struct{}),
 		turn:        make(chan struct{}, 1),
 		state:       StateActive,
+		sticky:      n,
+		generation:  gen,
+		warmGrant:   warm,
 	}
 	if m.cfg.Jitter > 0 {
 		if j := int64(float64(req.TTL) * m.cfg.Jitter); j > 0 {
@@ -399,6 +547,10 @@ func (m *Manager) register(s Session, req AcquireRequest) *Lease {
 	m.active++
 	m.granted++
 	m.leases[l.id] = l
+	if n != nil {
+		n.holder = l
+		n.gen = gen
+	}
 	l.touchLocked(now)
 	l.timer = time.AfterFunc(l.expiresAtLocked().Sub(now), l.onTimer)
 	m.mu.Unlock()
@@ -453,13 +605,30 @@ func (m *Manager) reclaimLocked(l *Lease, reason Reason, msg string) {
 	go m.finishReclaim(l)
 }
 
-// finishReclaim closes the session and frees the capacity: once per lease.
+// finishReclaim closes the session, or keeps a sticky one warm, and frees
+// the capacity: once per lease.
 func (m *Manager) finishReclaim(l *Lease) {
 	defer m.reclaims.Done()
 	started := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CloseTimeout)
-	err := l.session.Close(ctx)
-	cancel()
+	n := l.sticky
+	save, keep := false, false
+	if n != nil {
+		m.mu.Lock()
+		save = n.deleting == 0 && keepable(l)
+		keep = save && !m.closed && m.cfg.SessionIdleTTL > 0
+		m.mu.Unlock()
+	}
+	var err error
+	if save {
+		if err = m.save(l.session); err != nil {
+			keep = false // a warm session must be one whose state is saved
+		}
+	}
+	if !keep {
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CloseTimeout)
+		err = errors.Join(err, l.session.Close(ctx))
+		cancel()
+	}
 	closeTook := time.Since(started)
 
 	m.mu.Lock()
@@ -468,6 +637,17 @@ func (m *Manager) finishReclaim(l *Lease) {
 	m.closing--
 	m.reclaimed[l.reason]++
 	m.addTombLocked(l.id, tomb{reason: l.reason, message: l.message})
+	if n != nil {
+		n.holder = nil
+		if keep {
+			m.parkLocked(n, l.session) // the lease's unit of capacity stays with it
+		}
+		m.unlockKeyLocked(n)
+		if keep && (m.closed || n.deleting > 0) {
+			// Shut down or deleted while we saved: close it after all.
+			m.closeWarmLocked(n, l.session, n.deleting == 0, "closed while its lease ended")
+		}
+	}
 	m.dispatchLocked()
 	m.mu.Unlock()
 	close(l.done)
@@ -614,6 +794,7 @@ func (m *Manager) Drain(on bool) {
 			close(w.ready)
 		}
 		m.queue = nil
+		m.failKeyWaitersLocked(ErrDraining)
 	}
 }
 
@@ -630,6 +811,12 @@ func (m *Manager) Close(ctx context.Context) error {
 			close(w.ready)
 		}
 		m.queue = nil
+		m.failKeyWaitersLocked(ErrShuttingDown)
+	}
+	for _, n := range m.sticky {
+		if n.warm != nil {
+			m.closeWarmLocked(n, n.warm, n.deleting == 0, "broker shutting down")
+		}
 	}
 	leases := make([]*Lease, 0, len(m.leases))
 	for _, l := range m.leases {
@@ -646,6 +833,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		}
 		m.reclaims.Wait() // and those already out of the table, finishing
 		<-m.checkerDone
+		<-m.admitDone
 		close(done)
 	}()
 	select {

@@ -603,10 +603,10 @@ func TestListAndGet(t *testing.T) {
 		a := mustAcquire(t, m, AcquireRequest{Labels: map[string]string{"team": "a"}})
 		time.Sleep(time.Second)
 		mustAcquire(t, m, AcquireRequest{Labels: map[string]string{"team": "b"}})
-		if got := m.List(nil); len(got) != 2 || got[0].ID != a.ID() {
+		if got := m.List(Filter{}); len(got) != 2 || got[0].ID != a.ID() {
 			t.Fatalf("List(nil) = %+v, want 2 leases oldest first", got)
 		}
-		got := m.List(map[string]string{"team": "a"})
+		got := m.List(Filter{Labels: map[string]string{"team": "a"}})
 		if len(got) != 1 || got[0].ID != a.ID() {
 			t.Fatalf("List(team=a) = %+v, want lease %s", got, a.ID())
 		}

@@ -18,13 +18,24 @@ func (m *Manager) Get(id string) (Info, error) {
 	return l.infoLocked(), nil
 }
 
-// List describes the live leases that carry every label in the filter,
-// oldest first.
-func (m *Manager) List(labels map[string]string) []Info {
+// Filter selects leases; zero fields select all.
+type Filter struct {
+	// Labels the lease carries, every one.
+	Labels map[string]string
+	// SessionKey the lease holds.
+	SessionKey string
+}
+
+func (f Filter) match(l *Lease) bool {
+	return hasLabels(l.labels, f.Labels) && (f.SessionKey == "" || f.SessionKey == l.SessionKey())
+}
+
+// List describes the live leases the filter selects, oldest first.
+func (m *Manager) List(f Filter) []Info {
 	m.mu.Lock()
 	out := make([]Info, 0, len(m.leases))
 	for _, l := range m.leases {
-		if hasLabels(l.labels, labels) {
+		if f.match(l) {
 			out = append(out, l.infoLocked())
 		}
 	}
@@ -69,6 +80,12 @@ type Stats struct {
 	// owned them.
 	OrphansClosed uint64
 	Uptime        time.Duration
+	// SessionsHeld and SessionsWarm count sticky sessions held by a lease
+	// and open between leases; warm ones hold capacity until closed.
+	SessionsHeld, SessionsWarm int
+	// MemoryLow is true while Admit says no; MemoryDetail is its reason.
+	MemoryLow    bool
+	MemoryDetail string
 }
 
 // Stats returns the counters and checks the invariant.
@@ -89,6 +106,14 @@ func (m *Manager) Stats() Stats {
 		InvariantViolations: m.violations,
 		OrphansClosed:       m.orphans,
 		Uptime:              time.Since(m.start),
+		SessionsWarm:        m.warm,
+		MemoryLow:           m.memLow,
+		MemoryDetail:        m.memDetail,
+	}
+	for _, n := range m.sticky {
+		if n.holder != nil {
+			s.SessionsHeld++
+		}
 	}
 	if len(m.queue) > 0 {
 		s.OldestWait = time.Since(m.queue[0].since)
@@ -104,10 +129,11 @@ func (m *Manager) Stats() Stats {
 // invariantLocked checks, under the lock, that the books balance:
 //   - every grant is either active or reclaimed, once;
 //   - the table holds exactly the active leases;
-//   - capacity is not exceeded;
-//   - the backend's live sessions are the leases' sessions. Sessions being
-//     opened or closed at this instant may or may not be counted yet by the
-//     backend, so its count must lie in [active-closing, active+opening].
+//   - capacity is not exceeded (warm sticky sessions hold capacity);
+//   - the backend's live sessions are the leases' and the warm ones.
+//     Sessions being opened or closed at this instant may or may not be
+//     counted yet by the backend, so its count must lie in
+//     [active-closing + warm-warmClosing, active+opening + warm].
 func (m *Manager) invariantLocked() (live int, err error) {
 	var reclaimed uint64
 	for _, n := range m.reclaimed {
@@ -121,12 +147,22 @@ func (m *Manager) invariantLocked() (live int, err error) {
 	if len(m.leases) != m.active {
 		problems = append(problems, fmt.Sprintf("lease table(%d) != active(%d)", len(m.leases), m.active))
 	}
-	if m.active+m.opening > m.cfg.Capacity {
-		problems = append(problems, fmt.Sprintf("active(%d) + opening(%d) > capacity(%d)", m.active, m.opening, m.cfg.Capacity))
+	if m.active+m.opening+m.warm > m.cfg.Capacity {
+		problems = append(problems, fmt.Sprintf("active(%d) + opening(%d) + warm(%d) > capacity(%d)",
+			m.active, m.opening, m.warm, m.cfg.Capacity))
 	}
-	if live < m.active-m.closing || live > m.active+m.opening {
-		problems = append(problems, fmt.Sprintf("backend sessions(%d) outside [active(%d)-closing(%d), active+opening(%d)]",
-			live, m.active, m.closing, m.opening))
+	if lo, hi := m.active-m.closing+m.warm-m.warmClosing, m.active+m.opening+m.warm; live < lo || live > hi {
+		problems = append(problems, fmt.Sprintf("backend sessions(%d) outside [active(%d)-closing(%d)+warm(%d)-closing warm(%d), active+opening(%d)+warm]",
+			live, m.active, m.closing, m.warm, m.warmClosing, m.opening))
+	}
+	warm := 0
+	for _, n := range m.sticky {
+		if n.warm != nil || n.closing != nil {
+			warm++
+		}
+	}
+	if warm != m.warm {
+		problems = append(problems, fmt.Sprintf("warm sessions(%d) != warm(%d)", warm, m.warm))
 	}
 	if len(problems) > 0 {
 		return live, fmt.Errorf("lease invariant broken: %s", strings.Join(problems, "; "))

@@ -16,7 +16,7 @@ type adminService struct {
 }
 
 func (as *adminService) ListLeases(ctx context.Context, req *brokerv1.ListLeasesRequest) (*brokerv1.ListLeasesResponse, error) {
-	infos := as.s.leases.List(req.GetLabels())
+	infos := as.s.leases.List(lease.Filter{Labels: req.GetLabels(), SessionKey: req.GetSessionKey()})
 	out := make([]*brokerv1.LeaseInfo, len(infos))
 	for i, info := range infos {
 		out[i] = leaseInfo(info)
