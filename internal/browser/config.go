@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,17 +24,52 @@ const (
 	DefaultCloseTimeout       = 5 * time.Second
 )
 
+// Browser types: Config.BrowserType names one of Playwright's engines.
+const (
+	Chromium = "chromium"
+	Firefox  = "firefox"
+	WebKit   = "webkit"
+)
+
 // Config configures a Pool. The zero value of each optional field means its
 // default.
 type Config struct {
 	// DriverDir is the Playwright driver folder (package/cli.js and a node
-	// launcher). Required.
+	// launcher). Required, remote sources included: they are reached
+	// through the driver.
 	DriverDir string
-	// ExecutablePath is the Chromium binary. Required.
+	// ExecutablePath is the Chromium binary. Required when the pool
+	// launches Chromium itself (NoLocal unset, BrowserType chromium);
+	// firefox and webkit launches use Playwright's own builds.
 	ExecutablePath string
-	// ContextsPerBrowser is how many contexts share one Chromium process
-	// before another is launched. Default 8.
+	// BrowserType is the engine launched and connected to: "chromium",
+	// "firefox" or "webkit". Default "chromium".
+	BrowserType string
+	// Connect lists remote browser sources: Playwright browser-server
+	// WebSocket endpoints (ws://host:port/path, as printed by
+	// `playwright launch-server` or chromium.launchServer(), or a Camoufox
+	// server), each attached through the driver. A source that cannot be
+	// reached at start or drops later is reconnected in the background.
+	// Default none.
+	Connect []string
+	// NoLocal stops the pool from launching browsers itself: contexts come
+	// from the Connect sources only. Default false: local browsers are
+	// launched whenever no connected browser has room.
+	NoLocal bool
+	// ContextsPerBrowser is how many contexts share one browser (a local
+	// process or a remote connection) before another is launched or
+	// connected. Default 8.
 	ContextsPerBrowser int
+	// BrowserMaxContexts retires a browser once this many contexts (warm
+	// ones included) have been created on it: it takes no new contexts,
+	// serves its live ones, and is closed (a remote one disconnected) when
+	// the last of them closes. Default 0: no limit.
+	BrowserMaxContexts int
+	// BrowserMaxAge retires a browser older than this, as BrowserMaxContexts
+	// does; its warm contexts are dropped. Checked whenever a browser is
+	// picked for a new context or a warm one is taken, and each second
+	// while a warm pool runs. Default 0: no limit.
+	BrowserMaxAge time.Duration
 	// LaunchTimeout bounds starting the driver and launching one browser.
 	// Default 30s.
 	LaunchTimeout time.Duration
@@ -65,13 +102,24 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.BrowserType == "" {
+		cfg.BrowserType = Chromium
+	}
 	return cfg
 }
 
+// local reports whether the pool launches browsers itself.
+func (cfg Config) local() bool { return !cfg.NoLocal }
+
 // Check verifies that the Playwright driver (package/cli.js and node in
-// cfg.DriverDir, version DriverVersion) and the Chromium binary exist. Its
-// error wraps ErrNotInstalled, names the missing path and says how to fix it.
+// cfg.DriverDir, version DriverVersion) and the Chromium binary exist; its
+// error then wraps ErrNotInstalled, names the missing path and says how to
+// fix it. It also checks the browser sources (BrowserType, Connect,
+// NoLocal), whose errors wrap ErrInvalidArgument.
 func Check(cfg Config) error {
+	if err := checkSources(cfg); err != nil {
+		return err
+	}
 	const fixDriver = "run `make setup` or pass --driver-dir"
 	const fixChromium = "run `make setup` or pass --chromium"
 	if cfg.DriverDir == "" {
@@ -94,11 +142,41 @@ func Check(cfg Config) error {
 		return fmt.Errorf("%w: Playwright driver %s is version %q, want %q (%s)",
 			ErrNotInstalled, pkg, version, DriverVersion, fixDriver)
 	}
+	if !cfg.local() || (cfg.BrowserType != "" && cfg.BrowserType != Chromium) {
+		return nil // no Chromium of ours to launch
+	}
 	if cfg.ExecutablePath == "" {
 		return fmt.Errorf("%w: no Chromium executable given (%s)", ErrNotInstalled, fixChromium)
 	}
 	if err := checkFile(cfg.ExecutablePath, true); err != nil {
 		return fmt.Errorf("%w: Chromium: %v (%s)", ErrNotInstalled, err, fixChromium)
+	}
+	return nil
+}
+
+// checkSources checks the browser type and the remote endpoints, and that
+// there is at least one source.
+func checkSources(cfg Config) error {
+	switch cfg.BrowserType {
+	case "", Chromium, Firefox, WebKit:
+	default:
+		return fmt.Errorf("%w: browser type %q: want %s, %s or %s",
+			ErrInvalidArgument, cfg.BrowserType, Chromium, Firefox, WebKit)
+	}
+	for i, ep := range cfg.Connect {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return fmt.Errorf("%w: browser endpoint %q: want ws://host:port/path or wss://...", ErrInvalidArgument, ep)
+		}
+		if slices.Contains(cfg.Connect[:i], ep) {
+			return fmt.Errorf("%w: browser endpoint %q given twice", ErrInvalidArgument, ep)
+		}
+	}
+	if cfg.NoLocal && len(cfg.Connect) == 0 {
+		return fmt.Errorf("%w: no browser source: local launching is off and no endpoint to connect to", ErrInvalidArgument)
+	}
+	if cfg.BrowserMaxContexts < 0 || cfg.BrowserMaxAge < 0 {
+		return fmt.Errorf("%w: negative browser max contexts or max age", ErrInvalidArgument)
 	}
 	return nil
 }

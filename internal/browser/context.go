@@ -50,9 +50,15 @@ func newContext(p *Pool, br *browser, bc playwright.BrowserContext) *Context {
 	}
 }
 
+// Browser names the browser the context lives in: "local-3" for the third
+// browser the pool launched, "ws://host:port/path#2" for the second
+// connection to that remote source.
+func (c *Context) Browser() string { return c.br.name }
+
 // Lost is closed when the context died under the caller: its browser
-// crashed, disconnected or was retired, the driver died, or its page
-// crashed. It is not closed by Close.
+// crashed, disconnected or was killed after a hung close, the driver died,
+// or its page crashed. It is not closed by Close, nor by the retirement of
+// its browser by BrowserMaxContexts or BrowserMaxAge.
 func (c *Context) Lost() <-chan struct{} { return c.lost }
 
 // LostErr says why the context was lost: it wraps ErrBrowserCrashed,

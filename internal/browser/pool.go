@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/playwright-community/playwright-go"
@@ -34,22 +35,26 @@ var runMu sync.Mutex
 
 // Stats is a snapshot of the pool.
 type Stats struct {
-	// Browsers is the number of running browser processes (retired ones
-	// included until they are gone).
+	// Browsers is the number of browsers: local processes and remote
+	// connections, retiring ones included until they are gone.
 	Browsers int
 	// Contexts is the number of contexts handed out by NewContext and not
 	// yet Closed, lost ones included.
 	Contexts int
-	// Retired counts the browsers retired after a hung context close since
-	// the pool started.
-	Retired int
-	// Launches counts browser launches.
+	// Retired counts the browsers retired since the pool started, for any
+	// reason: BrowserMaxContexts, BrowserMaxAge, or a hung context close.
+	Retired uint64
+	// Retiring is the number of retired browsers still in the pool: serving
+	// their last contexts, or being closed.
+	Retiring int
+	// Launches counts local browser launches.
 	Launches uint64
 	// DriverRestarts counts driver starts after the first.
 	DriverRestarts uint64
 	// DriverCrashes counts driver deaths the pool did not cause.
 	DriverCrashes uint64
-	// BrowserCrashes counts browser disconnects the pool did not cause.
+	// BrowserCrashes counts browser disconnects the pool did not cause,
+	// remote connections that dropped included.
 	BrowserCrashes uint64
 	// PageCrashes counts renderer crashes of context pages.
 	PageCrashes uint64
@@ -60,24 +65,40 @@ type Stats struct {
 	// WarmHits and WarmMisses count NewContext calls with default options
 	// served from the warm pool, and not.
 	WarmHits, WarmMisses uint64
+	// Sources describes each browser source: "local" first (unless
+	// Config.NoLocal), then each Config.Connect endpoint in order.
+	Sources []SourceStats
+	// Blocked counts requests aborted by contexts' BlockOptions.
+	Blocked uint64
 }
 
 // Processes are the pids of the pool's processes, for tests and operators.
-// A pid is 0 (or missing) when it could not be found.
+// A pid is 0 (or missing) when it could not be found. Remote browsers have
+// none here.
 type Processes struct {
 	Driver   int
 	Browsers []int
 }
 
-// Pool is a pool of Chromium processes run by one Playwright driver, handing
-// out isolated browser contexts. Its methods are safe for concurrent use.
+// Pool is a pool of browsers, launched by one Playwright driver or reached
+// through it from remote browser servers, handing out isolated browser
+// contexts. Its methods are safe for concurrent use.
 type Pool struct {
 	cfg Config
 	log *zap.Logger
 
-	// launchSem is held by the one goroutine starting a driver or launching
-	// a browser; waiters honour their ctx.
+	// launchSem is held by the one goroutine adding a browser because none
+	// has room (a launch, or a connection to a remote source); waiters
+	// honour their ctx.
 	launchSem chan struct{}
+	// driverSem is held by the one goroutine starting a driver.
+	driverSem chan struct{}
+	// connecting counts connects in flight (source.go); Close waits for
+	// them before it stops the driver they go through.
+	connecting sync.WaitGroup
+
+	local   *source   // nil when Config.NoLocal
+	remotes []*source // one per Config.Connect endpoint
 
 	// wg counts every goroutine the pool starts (see spawn).
 	wg sync.WaitGroup
@@ -94,6 +115,8 @@ type Pool struct {
 	browsers  []*browser            // live browsers, retired ones included
 	contexts  map[*Context]struct{} // handed out and not yet closed
 	stats     Stats                 // counters only; gauges are computed
+	now       func() time.Time      // the clock of browser ages; tests move it
+	blocked   atomic.Uint64         // Stats.Blocked, bumped by route handlers (block.go)
 
 	warm         []*Context    // made ahead with default options, nobody's yet (warm.go)
 	warmCreating int           // warm contexts being made
@@ -110,45 +133,96 @@ type instance struct {
 	stopCall sync.Once     // playwright-go's Stop is not safe to call twice at once
 	dead     bool          // under Pool.mu: it died under us
 	stopping bool          // under Pool.mu: we are stopping it
+	remotes  []*browser    // under Pool.mu: remote connections made through it
 }
 
 func (in *instance) endWatch() { in.stopOnce.Do(func() { close(in.stop) }) }
 
-// browser is one Chromium process.
+// browser is one browser: a local process, or a connection to a remote
+// browser server.
 type browser struct {
+	src      *source
+	name     string // "local-3", or the endpoint and connection ordinal
 	inst     *instance
 	b        playwright.Browser
-	proc     proc
+	proc     proc          // zero for a remote browser
+	born     time.Time     // launched or connected
 	gone     chan struct{} // closed once it has disconnected or been dropped
 	contexts map[*Context]struct{}
-	reserved int  // NewContext calls creating a context on it
-	retired  bool // a context close hung: no new contexts, being killed
+	reserved int // NewContext calls creating a context on it
+	created  int // contexts created on it, warm ones included
+	// retiring says why it was retired by use or age (empty while it is
+	// not): it takes no new contexts, serves the ones it has, and is
+	// closed when the last one closes.
+	retiring string
+	killed   bool // a context close hung: no new contexts, being killed
 	closing  bool // the pool closes it: its disconnect is no crash
 	dropped  bool // out of Pool.browsers
+	// disconnected: Playwright reported the disconnect (a remote
+	// connection then needs no sever).
+	disconnected bool
 }
 
-// NewPool checks cfg, starts the Playwright driver and launches the first
-// browser, so that a broken setup fails here rather than at the first lease.
+// NewPool checks cfg, starts the Playwright driver, connects to the remote
+// sources and launches the first local browser, so that a broken setup
+// fails here rather than at the first lease. A remote source that cannot be
+// reached is logged and retried in the background, unless no source at all
+// is up: then NewPool fails, naming the endpoints.
 func NewPool(ctx context.Context, cfg Config) (*Pool, error) {
 	if err := Check(cfg); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	cfg.Args = slices.Clone(cfg.Args)
+	cfg.Connect = slices.Clone(cfg.Connect)
 	p := &Pool{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		launchSem: make(chan struct{}, 1),
+		driverSem: make(chan struct{}, 1),
+		now:       time.Now,
 		closing:   make(chan struct{}),
 		closeDone: make(chan struct{}),
 		contexts:  map[*Context]struct{}{},
 		warmKick:  make(chan struct{}, 1),
 	}
-	if err := p.launch(ctx); err != nil {
+	if cfg.local() {
+		p.local = &source{name: localSourceName}
+	}
+	for _, ep := range cfg.Connect {
+		p.remotes = append(p.remotes, &source{name: ep, endpoint: ep, kick: make(chan struct{}, 1)})
+	}
+	fail := func(err error) (*Pool, error) {
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.CloseTimeout+cfg.LaunchTimeout)
 		defer cancel()
-		_ = p.Close(closeCtx) // the launch error says more
+		_ = p.Close(closeCtx) // the start error says more
 		return nil, err
+	}
+	connectErrs, err := p.connectAll(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if p.local != nil {
+		// Even beside a remote source with room: a broken local setup
+		// must fail here.
+		if err := p.launch(ctx, true); err != nil {
+			return fail(err)
+		}
+	}
+	up := p.local != nil
+	for i, err := range connectErrs {
+		if err == nil {
+			up = true
+		} else if p.local != nil || len(p.remotes) > 1 {
+			p.log.Warn("browser source not connected at start; retrying in the background",
+				zap.String("endpoint", p.remotes[i].endpoint), zap.Error(err))
+		}
+	}
+	if !up {
+		return fail(fmt.Errorf("no browser source connected: %w", errors.Join(connectErrs...)))
+	}
+	for i, src := range p.remotes {
+		p.spawn(func() { p.keepConnected(src, connectErrs[i] != nil) })
 	}
 	if cfg.Warm > 0 {
 		p.spawn(p.refillWarm)
@@ -157,6 +231,27 @@ func NewPool(ctx context.Context, cfg Config) (*Pool, error) {
 		p.mu.Unlock()
 	}
 	return p, nil
+}
+
+// connectAll connects to every remote source at once and returns each
+// one's error; its own error is ctx's.
+func (p *Pool) connectAll(ctx context.Context) ([]error, error) {
+	errs := make([]error, len(p.remotes))
+	done := make(chan struct{}, len(p.remotes))
+	for i, src := range p.remotes {
+		p.spawn(func() {
+			errs[i] = p.connect(src)
+			done <- struct{}{}
+		})
+	}
+	for range p.remotes {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, ctxError("connect browser sources", ctx)
+		}
+	}
+	return errs, nil
 }
 
 // spawn runs f in a goroutine the pool waits for on Close; once Close is
@@ -200,6 +295,13 @@ func (p *Pool) Stats() Stats {
 	s.Browsers = len(p.browsers)
 	s.Contexts = len(p.contexts)
 	s.Warm = len(p.warm)
+	for _, br := range p.browsers {
+		if br.retiring != "" || br.killed {
+			s.Retiring++
+		}
+	}
+	s.Sources = p.sourceStatsLocked()
+	s.Blocked = p.blocked.Load()
 	return s
 }
 
@@ -226,7 +328,7 @@ func (p *Pool) SweepOrphans(ctx context.Context) int {
 	var orphans []orphan
 	p.mu.Lock()
 	for _, br := range p.browsers {
-		if br.reserved > 0 || br.closing || br.retired || br.dropped {
+		if br.reserved > 0 || br.closing || br.killed || br.dropped {
 			continue
 		}
 		known := make(map[playwright.BrowserContext]bool, len(br.contexts))
@@ -250,7 +352,7 @@ func (p *Pool) SweepOrphans(ctx context.Context) int {
 		if done && err == nil {
 			closed++
 		}
-		p.log.Warn("closed an orphan browser context", zap.Int("browser_pid", o.br.proc.pid),
+		p.log.Warn("closed an orphan browser context", zap.String("browser", o.br.name),
 			zap.Bool("in_time", done), zap.Error(err))
 	}
 	p.mu.Lock()
@@ -259,7 +361,8 @@ func (p *Pool) SweepOrphans(ctx context.Context) int {
 	return closed
 }
 
-// Processes returns the pids of the current driver and of the live browsers.
+// Processes returns the pids of the current driver and of the live local
+// browsers.
 func (p *Pool) Processes() Processes {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -268,7 +371,9 @@ func (p *Pool) Processes() Processes {
 		out.Driver = p.inst.driver.pid
 	}
 	for _, br := range p.browsers {
-		out.Browsers = append(out.Browsers, br.proc.pid)
+		if !br.src.remote() {
+			out.Browsers = append(out.Browsers, br.proc.pid)
+		}
 	}
 	return out
 }
@@ -282,13 +387,13 @@ func (p *Pool) NewContext(ctx context.Context, opts ContextOptions) (*Context, e
 	}
 	if p.cfg.Warm > 0 && opts.isDefault() {
 		if c := p.takeWarm(); c != nil {
-			return c, nil
+			return p.installBlock(ctx, c, opts.Block)
 		}
 	}
 	for attempt := 1; ; attempt++ {
 		c, err := p.newContext(ctx, pwOpts)
 		if err == nil {
-			return c, nil
+			return p.installBlock(ctx, c, opts.Block)
 		}
 		// A browser or driver that died under us is replaced by the next
 		// attempt; anything else is the caller's to see.
@@ -327,33 +432,58 @@ func (p *Pool) reserve(ctx context.Context, evict bool) (*browser, error) {
 			return br, nil
 		}
 		p.mu.Unlock()
-		if err := p.launch(ctx); err != nil {
+		if err := p.launch(ctx, false); err != nil {
 			return nil, err
 		}
 	}
 }
 
-// pickLocked returns the fullest browser that still has room, so that
-// contexts pack onto few processes and an idle one stays idle.
+// pickLocked returns a browser with room for one more context, retiring
+// the browsers past BrowserMaxAge on the way. It takes the least loaded
+// source, so that contexts spread over the remote servers and the local
+// launcher, and within it the fullest browser, so that contexts pack onto
+// few processes and an idle one stays idle.
 func (p *Pool) pickLocked() *browser {
+	p.retireAgedLocked()
+	load := map[*source]int{}
+	for _, br := range p.browsers {
+		if br.usableLocked() {
+			load[br.src] += br.loadLocked()
+		}
+	}
 	var best *browser
 	for _, br := range p.browsers {
-		if !br.usableLocked() {
+		if !br.usableLocked() || !p.hasRoomLocked(br) {
 			continue
 		}
-		n := len(br.contexts) + br.reserved
-		if n >= p.cfg.ContextsPerBrowser {
-			continue
-		}
-		if best == nil || n > len(best.contexts)+best.reserved {
+		switch {
+		case best == nil:
+			best = br
+		case load[br.src] != load[best.src]:
+			if load[br.src] < load[best.src] {
+				best = br
+			}
+		case br.loadLocked() > best.loadLocked():
 			best = br
 		}
 	}
 	return best
 }
 
+// loadLocked counts the contexts on br and being made there.
+func (br *browser) loadLocked() int { return len(br.contexts) + br.reserved }
+
+// hasRoomLocked reports whether br may take one more context, under
+// ContextsPerBrowser and BrowserMaxContexts.
+func (p *Pool) hasRoomLocked(br *browser) bool {
+	if br.loadLocked() >= p.cfg.ContextsPerBrowser {
+		return false
+	}
+	return p.cfg.BrowserMaxContexts <= 0 || br.created+br.reserved < p.cfg.BrowserMaxContexts
+}
+
 func (br *browser) usableLocked() bool {
-	return !br.retired && !br.closing && !br.dropped && !br.inst.dead && !br.inst.stopping
+	return br.retiring == "" && !br.killed && !br.closing && !br.dropped && !br.inst.dead && !br.inst.stopping
 }
 
 func (br *browser) idleLocked() bool {
@@ -361,9 +491,12 @@ func (br *browser) idleLocked() bool {
 }
 
 // launch adds one browser to the pool, unless another launch already made
-// room. It returns when the browser is up or ctx ends; a launch cut short
-// by ctx still completes and leaves its browser idle in the pool.
-func (p *Pool) launch(ctx context.Context) error {
+// room: a local one when the pool launches its own, else one more
+// connection to the least loaded remote source that is up. first launches
+// a local browser regardless. It returns when the browser is up or ctx
+// ends; a launch cut short by ctx still completes and leaves its browser
+// idle in the pool.
+func (p *Pool) launch(ctx context.Context, first bool) error {
 	select {
 	case p.launchSem <- struct{}{}:
 	case <-ctx.Done():
@@ -377,16 +510,27 @@ func (p *Pool) launch(ctx context.Context) error {
 		<-p.launchSem
 		return fmt.Errorf("launch browser: %w", ErrClosed)
 	}
-	if p.pickLocked() != nil {
+	if !first && p.pickLocked() != nil {
 		p.mu.Unlock()
 		<-p.launchSem
 		return nil
+	}
+	src := p.growSourceLocked()
+	if src == nil {
+		err := p.noSourceErrorLocked()
+		p.mu.Unlock()
+		<-p.launchSem
+		return err
 	}
 	p.mu.Unlock()
 	done := make(chan error, 1)
 	p.spawn(func() {
 		defer func() { <-p.launchSem }()
-		done <- p.launchBrowser()
+		if src.remote() {
+			done <- p.connect(src)
+		} else {
+			done <- p.launchBrowser()
+		}
 	})
 	select {
 	case err := <-done:
@@ -396,52 +540,52 @@ func (p *Pool) launch(ctx context.Context) error {
 	}
 }
 
-// launchBrowser starts the driver if none runs, then launches Chromium and
-// adds it to the pool. The caller holds launchSem.
+// launchBrowser starts the driver if none runs, then launches a browser
+// and adds it to the pool. The caller holds launchSem, so the browser is
+// the one new child of the driver.
 func (p *Pool) launchBrowser() error {
-	p.mu.Lock()
-	inst := p.inst
-	p.mu.Unlock()
-	if inst == nil {
-		var err error
-		if inst, err = p.startDriver(); err != nil {
-			return err
-		}
+	inst, err := p.driver()
+	if err != nil {
+		return err
 	}
 
 	var before map[proc]string
 	if inst.driver.pid > 0 {
 		before = children(inst.driver.pid)
 	}
-	exe := p.cfg.ExecutablePath
-	args := append([]string{
-		"--disable-gpu", "--disable-quic", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run",
-	}, p.cfg.Args...)
-	start := time.Now()
-	b, err := inst.pw.Chromium.Launch(playwright.BrowserTypeLaunchOptions{
-		ExecutablePath: &exe,
-		Headless:       playwright.Bool(true),
-		Args:           args,
-		Timeout:        playwright.Float(float64(p.cfg.LaunchTimeout.Milliseconds())),
+	opts := playwright.BrowserTypeLaunchOptions{
+		Headless: playwright.Bool(true),
+		Args:     p.cfg.Args,
+		Timeout:  playwright.Float(float64(p.cfg.LaunchTimeout.Milliseconds())),
 		// The broker shuts down on its own terms: a Ctrl-C must not make
 		// the driver close the browsers under live leases.
 		HandleSIGINT:  playwright.Bool(false),
 		HandleSIGTERM: playwright.Bool(false),
 		HandleSIGHUP:  playwright.Bool(false),
-	})
+	}
+	what := p.cfg.BrowserType
+	if p.cfg.BrowserType == Chromium {
+		opts.ExecutablePath = &p.cfg.ExecutablePath
+		opts.Args = append([]string{
+			"--disable-gpu", "--disable-quic", "--disable-background-networking",
+			"--disable-component-update", "--disable-sync", "--no-first-run",
+		}, p.cfg.Args...)
+		what += " " + p.cfg.ExecutablePath
+	}
+	start := time.Now()
+	b, err := p.browserType(inst).Launch(opts)
 	if err != nil {
 		if isConnectionError(err) {
 			p.driverDied(inst, "launch failed: "+shortMessage(err))
 			return fmt.Errorf("%w: %w: %s", ErrLaunch, ErrDriverCrashed, shortMessage(err))
 		}
-		return fmt.Errorf("%w: chromium %s: %s", ErrLaunch, exe, shortMessage(err))
+		return fmt.Errorf("%w: %s: %s", ErrLaunch, what, shortMessage(err))
 	}
 	var bproc proc
 	if inst.driver.pid > 0 {
 		bproc = newChild(before, children(inst.driver.pid), "")
 	}
-	br := &browser{inst: inst, b: b, proc: bproc, gone: make(chan struct{}), contexts: map[*Context]struct{}{}}
+	br := &browser{src: p.local, inst: inst, b: b, proc: bproc, gone: make(chan struct{}), contexts: map[*Context]struct{}{}}
 	b.OnDisconnected(func(playwright.Browser) { p.browserDisconnected(br) })
 
 	p.mu.Lock()
@@ -453,13 +597,21 @@ func (p *Pool) launchBrowser() error {
 		}
 		return fmt.Errorf("launch browser: %w", ErrDriverCrashed)
 	}
+	if br.dropped { // disconnected before it was in the pool
+		p.mu.Unlock()
+		return fmt.Errorf("%w: %w: browser disconnected at once", ErrLaunch, ErrBrowserCrashed)
+	}
+	p.local.opened++
+	br.name = fmt.Sprintf("local-%d", p.local.opened)
+	br.born = p.now()
 	p.browsers = append(p.browsers, br)
 	p.stats.Launches++
 	p.mu.Unlock()
 	if !b.IsConnected() { // died before the handler was in place
 		p.browserDisconnected(br)
 	}
-	p.log.Info("browser launched", zap.Int("pid", bproc.pid), zap.Duration("took", time.Since(start)))
+	p.log.Info("browser launched", zap.String("browser", br.name), zap.Int("pid", bproc.pid),
+		zap.Duration("took", time.Since(start)))
 	return nil
 }
 
@@ -469,7 +621,25 @@ func (p *Pool) isClosed() bool {
 	return p.closed
 }
 
-// startDriver runs a new Playwright driver and makes it the pool's.
+// driver returns the pool's driver, starting one if none runs.
+func (p *Pool) driver() (*instance, error) {
+	select {
+	case p.driverSem <- struct{}{}:
+	case <-p.closing:
+		return nil, fmt.Errorf("start driver: %w", ErrClosed)
+	}
+	defer func() { <-p.driverSem }()
+	p.mu.Lock()
+	inst := p.inst
+	p.mu.Unlock()
+	if inst != nil {
+		return inst, nil
+	}
+	return p.startDriver()
+}
+
+// startDriver runs a new Playwright driver and makes it the pool's. The
+// caller holds driverSem.
 func (p *Pool) startDriver() (*instance, error) {
 	runMu.Lock()
 	defer runMu.Unlock()
@@ -575,6 +745,10 @@ func (p *Pool) driverDied(inst *instance, why string) {
 		}
 	}
 	for _, br := range dead {
+		if br.src.remote() && !br.closing {
+			br.src.disconnects++
+			br.src.lastErr = "playwright driver died: " + why
+		}
 		p.dropLocked(br)
 	}
 	p.mu.Unlock()
@@ -586,7 +760,7 @@ func (p *Pool) driverDied(inst *instance, why string) {
 		c.markLost(err)
 	}
 	p.spawn(func() {
-		p.stopDriver(inst)
+		p.stopDriver(inst) // which severs the remote connections
 		// Chromium exits when its pipe to the driver closes; make sure.
 		for _, br := range dead {
 			br.proc.kill()
@@ -613,11 +787,26 @@ func (p *Pool) stopDriver(inst *instance) {
 	})
 	<-inst.stopped
 	p.mu.Lock()
+	var cut []*browser
+	for _, br := range inst.remotes {
+		if !br.disconnected {
+			cut = append(cut, br)
+		}
+	}
+	inst.remotes = nil
 	p.instances = slices.DeleteFunc(p.instances, func(i *instance) bool { return i == inst })
 	p.mu.Unlock()
+	// A remote connection the driver did not close before it stopped
+	// would never learn it is gone.
+	for _, br := range cut {
+		if !sever(br.b) {
+			p.log.Error("could not end a remote browser's connection", zap.String("browser", br.name))
+		}
+	}
 }
 
-// dropLocked takes br out of the pool.
+// dropLocked takes br out of the pool. A remote source that lost a
+// connection is woken to see whether it needs another.
 func (p *Pool) dropLocked(br *browser) {
 	if br.dropped {
 		return
@@ -625,6 +814,7 @@ func (p *Pool) dropLocked(br *browser) {
 	br.dropped = true
 	close(br.gone)
 	p.browsers = slices.DeleteFunc(p.browsers, func(b *browser) bool { return b == br })
+	br.src.kickLocked()
 }
 
 // browserDisconnected runs (on playwright-go's dispatch goroutine) when a
@@ -632,16 +822,22 @@ func (p *Pool) dropLocked(br *browser) {
 // its contexts are lost.
 func (p *Pool) browserDisconnected(br *browser) {
 	p.mu.Lock()
+	br.disconnected = true
+	br.inst.remotes = slices.DeleteFunc(br.inst.remotes, func(b *browser) bool { return b == br })
 	if br.dropped {
 		p.mu.Unlock()
 		return
 	}
-	crashed := !br.closing && !br.retired
+	crashed := !br.closing && !br.killed
 	var lost []*Context
 	if crashed {
 		p.stats.BrowserCrashes++
 		for c := range br.contexts {
 			lost = append(lost, c)
+		}
+		if br.src.remote() {
+			br.src.disconnects++
+			br.src.lastErr = "disconnected"
 		}
 	}
 	p.dropLocked(br)
@@ -649,21 +845,26 @@ func (p *Pool) browserDisconnected(br *browser) {
 	if !crashed {
 		return
 	}
-	p.log.Error("browser disconnected", zap.Int("pid", br.proc.pid), zap.Int("contexts_lost", len(lost)))
+	p.log.Error("browser disconnected", zap.String("browser", br.name), zap.Int("pid", br.proc.pid),
+		zap.Int("contexts_lost", len(lost)))
 	err := fmt.Errorf("%w: browser process disconnected", ErrBrowserCrashed)
+	if br.src.remote() {
+		err = fmt.Errorf("%w: remote browser %s disconnected", ErrBrowserCrashed, br.src.endpoint)
+	}
 	for _, c := range lost {
 		c.markLost(err)
 	}
 }
 
 // closeBrowser closes a browser, killing it when the close hangs, and waits
-// until it is gone.
+// until it is gone. A remote browser is disconnected, never killed: the
+// server is not ours.
 func (p *Pool) closeBrowser(br *browser) {
 	p.mu.Lock()
 	br.closing = true
 	p.mu.Unlock()
 	if done, _ := p.within(nil, p.cfg.CloseTimeout, func() error { return br.b.Close() }); !done {
-		p.log.Warn("browser close hung; killing it", zap.Int("pid", br.proc.pid))
+		p.log.Warn("browser close hung; killing it", zap.String("browser", br.name), zap.Int("pid", br.proc.pid))
 		br.proc.kill()
 	}
 	p.awaitGone(br)
@@ -673,12 +874,15 @@ func (p *Pool) closeBrowser(br *browser) {
 // contexts are lost and its process is killed.
 func (p *Pool) retire(br *browser, closing *Context) {
 	p.mu.Lock()
-	if br.retired || br.dropped {
+	if br.killed || br.dropped {
 		p.mu.Unlock()
 		return
 	}
-	br.retired = true
-	p.stats.Retired++
+	br.killed = true
+	if br.retiring == "" { // counted once per browser
+		p.stats.Retired++
+	}
+	br.src.kickLocked()
 	var lost []*Context
 	for c := range br.contexts {
 		if c != closing {
@@ -686,8 +890,8 @@ func (p *Pool) retire(br *browser, closing *Context) {
 		}
 	}
 	p.mu.Unlock()
-	p.log.Error("context close hung; retiring its browser",
-		zap.Int("pid", br.proc.pid), zap.Int("contexts_lost", len(lost)))
+	p.log.Error("context close hung; retiring its browser", zap.String("browser", br.name),
+		zap.String("reason", "hung context close"), zap.Int("pid", br.proc.pid), zap.Int("contexts_lost", len(lost)))
 	err := fmt.Errorf("%w: browser retired after a hung context close", ErrBrowserCrashed)
 	for _, c := range lost {
 		c.markLost(err)
@@ -708,7 +912,7 @@ func (p *Pool) awaitGone(br *browser) {
 	select {
 	case <-br.gone:
 	case <-time.After(p.cfg.CloseTimeout):
-		p.log.Warn("browser did not disconnect", zap.Int("pid", br.proc.pid))
+		p.log.Warn("browser did not disconnect", zap.String("browser", br.name), zap.Int("pid", br.proc.pid))
 		p.mu.Lock()
 		p.dropLocked(br)
 		p.mu.Unlock()
@@ -772,13 +976,18 @@ func (p *Pool) create(br *browser, opts playwright.BrowserNewContextOptions) (*C
 	if err != nil {
 		p.mu.Lock()
 		br.reserved--
+		p.closeIfDrainedLocked(br)
 		p.mu.Unlock()
 		return nil, p.createError(br, err)
 	}
 	c := newContext(p, br, bc)
 	p.mu.Lock()
 	br.reserved--
+	br.created++
 	br.contexts[c] = struct{}{}
+	if limit := p.cfg.BrowserMaxContexts; limit > 0 && br.created >= limit && br.retiring == "" && !br.killed && !br.dropped {
+		p.retireLocked(br, retiredMaxContexts)
+	}
 	dropped, dead := br.dropped, br.inst.dead
 	p.mu.Unlock()
 	if dropped || dead {
@@ -834,17 +1043,18 @@ func (p *Pool) handOut(c *Context) error {
 }
 
 // contextClosed does the pool's part of closing c, once: c leaves its
-// browser and the count, and a browser left idle beside another idle one
-// is closed.
+// browser and the count, a retired browser left with no context is closed,
+// and so is a browser left idle beside another idle one of its source.
 func (p *Pool) contextClosed(c *Context) {
 	br := c.br
 	p.mu.Lock()
 	delete(p.contexts, c)
 	delete(br.contexts, c)
+	p.closeIfDrainedLocked(br)
 	closeIdle := false
 	if !p.closed && br.idleLocked() {
 		for _, other := range p.browsers {
-			if other != br && other.idleLocked() {
+			if other != br && other.src == br.src && other.idleLocked() {
 				closeIdle = true
 				br.closing = true // no new context may pick it
 				break
@@ -854,7 +1064,7 @@ func (p *Pool) contextClosed(c *Context) {
 	p.kickWarmLocked() // room may have freed up
 	p.mu.Unlock()
 	if closeIdle {
-		p.log.Info("closing surplus idle browser", zap.Int("pid", br.proc.pid))
+		p.log.Info("closing surplus idle browser", zap.String("browser", br.name), zap.Int("pid", br.proc.pid))
 		p.spawn(func() { p.closeBrowser(br) })
 	}
 }
@@ -897,11 +1107,22 @@ func (p *Pool) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 
-	// Wait out a launch in flight: it sees closed and undoes itself.
+	// Wait out a launch in flight: it sees closed and undoes itself. So do
+	// connects, which need the driver for that.
 	select {
 	case p.launchSem <- struct{}{}:
 	case <-ctx.Done():
 		errs = append(errs, ctxError("close pool: wait for launch", ctx))
+	}
+	connected := make(chan struct{})
+	go func() {
+		p.connecting.Wait()
+		close(connected)
+	}()
+	select {
+	case <-connected:
+	case <-ctx.Done():
+		errs = append(errs, ctxError("close pool: wait for connects", ctx))
 	}
 
 	p.mu.Lock()

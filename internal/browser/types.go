@@ -46,6 +46,14 @@ type ContextOptions struct {
 	JavaScriptEnabled *bool
 	// IgnoreHTTPSErrors accepts invalid TLS certificates.
 	IgnoreHTTPSErrors bool
+	// Block names requests the context aborts (block.go); zero: none.
+	// Unlike the other options it is applied to a context as it is handed
+	// out, so it does not keep an acquire from taking a warm context.
+	Block BlockOptions
+	// StorageState is cookies and localStorage to start from, in
+	// Playwright's storage-state JSON (what Context.StorageState returns);
+	// nil: none.
+	StorageState []byte
 }
 
 func (o ContextOptions) playwright() (playwright.BrowserNewContextOptions, error) {
@@ -59,6 +67,13 @@ func (o ContextOptions) playwright() (playwright.BrowserNewContextOptions, error
 	if o.DeviceScaleFactor < 0 {
 		return playwright.BrowserNewContextOptions{}, fmt.Errorf("new context: %w: device scale factor %v", ErrInvalidArgument, o.DeviceScaleFactor)
 	}
+	if err := o.Block.Check(); err != nil {
+		return playwright.BrowserNewContextOptions{}, fmt.Errorf("new context: %w", err)
+	}
+	storage, err := parseStorageState(o.StorageState)
+	if err != nil {
+		return playwright.BrowserNewContextOptions{}, fmt.Errorf("new context: %w", err)
+	}
 	pw := playwright.BrowserNewContextOptions{
 		Viewport:          &playwright.Size{Width: vp.Width, Height: vp.Height},
 		IsMobile:          playwright.Bool(o.IsMobile),
@@ -68,6 +83,7 @@ func (o ContextOptions) playwright() (playwright.BrowserNewContextOptions, error
 		// Downloads would pile up in the driver's temp folder; nobody here
 		// can fetch them.
 		AcceptDownloads: playwright.Bool(false),
+		StorageState:    storage,
 	}
 	if o.UserAgent != "" {
 		pw.UserAgent = playwright.String(o.UserAgent)

@@ -18,7 +18,8 @@ import (
 func (o ContextOptions) isDefault() bool {
 	return o.Viewport == nil && o.UserAgent == "" && o.Locale == "" && o.TimezoneID == "" &&
 		len(o.ExtraHTTPHeaders) == 0 && o.Proxy == nil && !o.IsMobile && !o.HasTouch &&
-		o.DeviceScaleFactor == 0 && o.JavaScriptEnabled == nil && !o.IgnoreHTTPSErrors
+		o.DeviceScaleFactor == 0 && o.JavaScriptEnabled == nil && !o.IgnoreHTTPSErrors &&
+		o.StorageState == nil
 }
 
 // takeWarm hands out a warm context, or returns nil when none is ready.
@@ -131,8 +132,10 @@ func (p *Pool) refillWarm() {
 }
 
 // pruneWarmLocked takes out the warm contexts that died unused, and
-// returns them for closing.
+// returns them for closing. Those on browsers past BrowserMaxAge go too
+// (retireLocked closes them).
 func (p *Pool) pruneWarmLocked() []*Context {
+	p.retireAgedLocked()
 	var dead []*Context
 	kept := p.warm[:0]
 	for _, c := range p.warm {
