@@ -9,6 +9,9 @@
 //     its warm pool, with playwright-go in-process (a new context per job)
 //     and through Playwright's browser server (a new connection and context
 //     per job), interleaved job by job;
+//     2b. the same job through the broker on a page that also has 50
+//     images, with the images loaded and blocked (block {image}),
+//     interleaved;
 //  3. the per-command overhead: Evaluate("1") on a loaded page;
 //  4. lease churn: acquire+release cycles/s with real Chromium at
 //     concurrency = capacity, and through the lease core and gRPC alone
@@ -102,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.chromium, "chromium", cmpOrString(os.Getenv("BROKER_CHROMIUM"), "/usr/bin/chromium"), "Chromium executable, for every path")
 	fs.IntVar(&c.capacity, "capacity", 4*cpus, "the broker's --max-leases, and the concurrency of the real-Chromium churn")
 	fs.IntVar(&c.warm, "warm", 4, "the --warm (warm pool size) of the broker that runs the grant latency, the scraper jobs and the Evaluate calls; less than --capacity")
-	fs.IntVar(&c.jobs, "jobs", 30, "scraper jobs per path")
+	fs.IntVar(&c.jobs, "jobs", 30, "scraper jobs per path (and per variant of the images-blocked job)")
 	fs.IntVar(&c.warmup, "warmup", 2, "untimed scraper jobs per path first")
 	fs.IntVar(&c.grants, "grants", 50, "acquires timed for the grant latency, cold and warm-pool each")
 	fs.IntVar(&c.evals, "evals", 200, "Evaluate calls per path")
@@ -332,6 +335,11 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 	paths := []path{brokerPath{bc}, inProcessPath{inproc}, &warmBrokerPath{c: bc}, browserServerPath{inproc, server.wsEndpoint}}
 	if res.Jobs, err = runJobs(ctx, bc, paths, url, c.warmup, c.jobs, progress); err != nil {
 		return nil, fmt.Errorf("scraper jobs: %w", err)
+	}
+
+	progress(fmt.Sprintf("scraper jobs with images blocked: %d per variant (+%d warm-up), interleaved", c.jobs, c.warmup))
+	if res.Blocked, err = runBlockedJobs(ctx, bc, site, c.warmup, c.jobs, progress); err != nil {
+		return nil, fmt.Errorf("scraper jobs with images blocked: %w", err)
 	}
 
 	progress(fmt.Sprintf("per-command overhead: %d Evaluate calls per path", c.evals))

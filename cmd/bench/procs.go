@@ -60,7 +60,7 @@ type brokerProc struct {
 // "broker listening" log line names the address.
 func startBroker(ctx context.Context, path, driverDir, chromium string, args ...string) (*brokerProc, error) {
 	all := append([]string{"--addr", "127.0.0.1:0", "--log-format", "json",
-		"--driver-dir", driverDir, "--chromium", chromium}, args...)
+		"--driver-dir", driverDir, "--chromium", chromium, "--state-dir", ""}, args...)
 	cmd := exec.Command(path, all...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw

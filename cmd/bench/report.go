@@ -25,6 +25,7 @@ type Results struct {
 	Settings Settings      `json:"settings"`
 	Grant    GrantResult   `json:"grant_latency"`
 	Jobs     JobResult     `json:"scraper_job"`
+	Blocked  BlockResult   `json:"scraper_job_images_blocked"`
 	Evaluate EvalResult    `json:"evaluate_overhead"`
 	Churn    ChurnResult   `json:"lease_churn"`
 	Reclaim  ReclaimResult `json:"reclaim_latency"`
@@ -182,6 +183,21 @@ type JobResult struct {
 	BrokerWarmOverBroker        Ratio                         `json:"broker_warm_pool_over_broker"`
 }
 
+// BlockResult is the scraper job on a page with images, through the
+// broker with images loaded and blocked, run interleaved.
+type BlockResult struct {
+	Job     string  `json:"job"`
+	Method  string  `json:"method"`
+	Loaded  Latency `json:"images_loaded"`
+	Blocked Latency `json:"images_blocked"`
+	// BlockedRequests is how much GetStats' blocked_requests rose over
+	// all the jobs, warm-up included.
+	BlockedRequests uint64 `json:"blocked_requests"`
+	// Steps is each variant's per-step latency.
+	Steps             map[string]map[string]Latency `json:"steps"`
+	BlockedOverLoaded Ratio                         `json:"blocked_over_loaded"`
+}
+
 // EvalResult is Evaluate("1") on a loaded page, per path.
 type EvalResult struct {
 	Broker                  Latency `json:"broker"`
@@ -317,6 +333,14 @@ func printTable(w io.Writer, r *Results) {
 		st := r.Jobs.Steps[p.key]
 		row(p.name, st["acquire"].P50Ms, st["navigate"].P50Ms, st["fill"].P50Ms, st["click"].P50Ms, st["text"].P50Ms, st["release"].P50Ms)
 	}
+
+	section("2b. Scraper job with images blocked: " + r.Blocked.Job)
+	row("", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "navigate p50 ms", "blocked ÷ loaded p50", "p99")
+	b := r.Blocked
+	lat("images loaded", b.Loaded, b.Steps["images_loaded"]["navigate"].P50Ms, "", "")
+	lat("images blocked (block {image})", b.Blocked, b.Steps["images_blocked"]["navigate"].P50Ms, b.BlockedOverLoaded.P50, b.BlockedOverLoaded.P99)
+	tw.Flush()
+	fmt.Fprintf(w, "   blocked_requests rose by %d over the run; every loaded job fetched every image, no blocked job any\n", b.BlockedRequests)
 
 	section(`3. Per-command overhead: Evaluate("1") on the loaded page`)
 	row("path", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "broker ÷ path p50", "p99")
