@@ -140,3 +140,36 @@ func ExampleLease_Done() {
 	// lease ended: RECLAIM_REASON_REVOKED maintenance
 	// navigate refused: RECLAIM_REASON_REVOKED
 }
+
+// A sticky session keeps its cookies and localStorage from one lease to the
+// next; its generation rises with every grant.
+func ExampleAcquireOptions_sessionKey() {
+	ctx := context.Background()
+	c, err := client.Dial(brokerAddr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	for range 2 {
+		l, err := c.Acquire(ctx, client.AcquireOptions{SessionKey: "example-account"})
+		if err != nil {
+			log.Fatal(err)
+		}
+		cookies, err := l.Cookies(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("generation", l.Generation(), "cookies", len(cookies), "warm", l.Granted().GetSessionWarm())
+		err = l.SetCookies(ctx, &brokerv1.Cookie{Name: "sid", Value: "logged-in", Url: siteURL})
+		if err != nil {
+			log.Fatal(err)
+		}
+		if _, err := l.Release(ctx); err != nil {
+			log.Fatal(err)
+		}
+	}
+	// Output:
+	// generation 1 cookies 0 warm false
+	// generation 2 cookies 1 warm true
+}

@@ -41,6 +41,11 @@ type AcquireOptions struct {
 	// API adds are usable at once. Nil: the broker's defaults (1280x720,
 	// the browser's user agent and locale).
 	Context *brokerv1.ContextOptions
+	// SessionKey names a sticky session: the lease gets that session's
+	// browser context (cookies, localStorage) when it is warm, else one
+	// restored from its last saved state. One lease holds a session at a
+	// time; Acquire waits for it under WaitTimeout. See [Lease.Generation].
+	SessionKey string
 	// OnQueued, if not nil, is called with the position in the broker's
 	// queue (1 is next) whenever it changes while Acquire waits. It runs
 	// on Acquire's goroutine, before Acquire returns.
@@ -96,6 +101,7 @@ func (c *Client) Acquire(ctx context.Context, o AcquireOptions) (*Lease, error) 
 
 	l := &Lease{
 		c:            c,
+		granted:      granted.granted,
 		id:           granted.granted.GetLeaseId(),
 		ttl:          granted.granted.GetTtl().AsDuration(),
 		expiresAt:    timeOrZero(granted.granted.GetExpiresAt()),
@@ -138,6 +144,7 @@ func (c *Client) acquire(ctx context.Context, o AcquireOptions) (grant, error) {
 		MaxLifetime: durationOrNil(o.MaxLifetime),
 		Labels:      o.Labels,
 		Context:     o.Context,
+		SessionKey:  o.SessionKey,
 	}
 	if err := stream.Send(&brokerv1.LeaseRequest{Msg: &brokerv1.LeaseRequest_Acquire{Acquire: acq}}); err != nil {
 		// Send reports only io.EOF once the stream has ended; the status
@@ -196,6 +203,7 @@ func streamError(streamCtx context.Context, err, ifEOF error) error {
 // page commands one at a time, in arrival order.
 type Lease struct {
 	c            *Client
+	granted      *brokerv1.Granted
 	id           string
 	ttl          time.Duration
 	maxExpiresAt time.Time
@@ -225,6 +233,16 @@ type Lease struct {
 
 // ID names the lease in the broker's API and logs.
 func (l *Lease) ID() string { return l.id }
+
+// Granted is the broker's grant message, for fields this package has no
+// method for. Do not modify it.
+func (l *Lease) Granted() *brokerv1.Granted { return l.granted }
+
+// Generation is a sticky session's fencing number: one more than the
+// session's previous grant, across broker restarts too. Pass it along with
+// writes made on the session's behalf, and refuse writes with a lower one:
+// they come from a holder that lost the session. 0 without a SessionKey.
+func (l *Lease) Generation() uint64 { return l.granted.GetGeneration() }
 
 // TTL is the idle TTL the broker granted: the requested one or its default.
 func (l *Lease) TTL() time.Duration { return l.ttl }

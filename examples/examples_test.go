@@ -308,7 +308,7 @@ func startBroker(t *testing.T, args ...string) *brokerProc {
 	need(t, "Chromium", err)
 
 	all := append([]string{"--addr", "127.0.0.1:0", "--log-format", "json",
-		"--driver-dir", driverDir(), "--chromium", chromium()}, args...)
+		"--driver-dir", driverDir(), "--chromium", chromium(), "--state-dir", t.TempDir()}, args...)
 	cmd := exec.Command(filepath.Join(binDir, "broker"), all...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw

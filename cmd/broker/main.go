@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +27,8 @@ import (
 	"github.com/browserbroker/broker/internal/browser"
 	"github.com/browserbroker/broker/internal/lease"
 	"github.com/browserbroker/broker/internal/server"
+	"github.com/browserbroker/broker/internal/state"
+	"github.com/browserbroker/broker/internal/sysmem"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -48,6 +51,8 @@ func main() {
 }
 
 type config struct {
+	stateDir        string
+	minFreeMemory   byteSize
 	addr            string
 	metricsAddr     string
 	lease           lease.Config
@@ -59,6 +64,16 @@ type config struct {
 	logFormat       string
 	logLevel        zapcore.Level
 	showVersion     bool
+}
+
+// byteSize is a flag of bytes with units: 512MiB, 2GiB, 0.
+type byteSize uint64
+
+func (b *byteSize) String() string { return fmt.Sprint(uint64(*b)) }
+func (b *byteSize) Set(v string) error {
+	n, err := sysmem.ParseSize(v)
+	*b = byteSize(n)
+	return err
 }
 
 type stringList []string
@@ -96,7 +111,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.browser.DriverDir, "driver-dir", defaultDriver, "Playwright driver folder (package/ and node); `make setup` installs it (env PLAYWRIGHT_DRIVER_PATH)")
 	fs.StringVar(&c.browser.ExecutablePath, "chromium", "/usr/bin/chromium", "Chromium executable; `make setup` installs Debian's")
 	fs.Var(&args2, "chromium-arg", "extra Chromium command-line argument (repeatable)")
+	var connect stringList
+	fs.Var(&connect, "connect", "attach to a remote Playwright browser server at this ws:// endpoint (repeatable); its contexts share --max-leases")
+	fs.BoolVar(&c.browser.NoLocal, "no-local", false, "launch no local browser: use only the --connect endpoints")
+	fs.StringVar(&c.browser.BrowserType, "browser-type", "chromium", "chromium, firefox or webkit (only chromium is tested here; the others need Playwright's own builds)")
+	fs.IntVar(&c.browser.BrowserMaxContexts, "browser-max-contexts", 0, "retire a browser after this many contexts: it takes no new ones and closes when its last lease ends (0: never)")
+	fs.DurationVar(&c.browser.BrowserMaxAge, "browser-max-age", 0, "retire a browser this old, the same way (0: never)")
 	fs.IntVar(&c.browser.ContextsPerBrowser, "contexts-per-browser", 8, "browser contexts per Chromium process before another is launched")
+	fs.StringVar(&c.stateDir, "state-dir", defaultStateDir(), "where sticky sessions' state (storage state, generations) is kept; empty: nowhere, only in memory")
+	fs.DurationVar(&c.lease.SessionIdleTTL, "session-idle-ttl", 5*time.Minute, "how long a sticky session's context stays open after its lease ends; negative: closed at once (state saved)")
+	c.minFreeMemory = 256 << 20
+	fs.Var(&c.minFreeMemory, "min-free-memory", "while the machine's available memory (cgroup-aware) is under this, new leases wait in the queue; 0: off (default 256MiB)")
 	fs.IntVar(&c.browser.Warm, "warm", 0, "browser contexts to keep made ahead (with their page) for acquires with default options; they count toward --max-leases")
 	fs.DurationVar(&c.grpc.KeepaliveTime, "keepalive-time", 10*time.Second, "ping a client connection idle this long")
 	fs.DurationVar(&c.grpc.KeepaliveTimeout, "keepalive-timeout", 5*time.Second, "close a connection whose ping is unanswered this long (its leases: STREAM_CLOSED)")
@@ -112,6 +137,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	c.browser.Args = args2
+	c.browser.Connect = connect
 	// Warm contexts and leased ones share the capacity.
 	c.browser.MaxContexts = c.lease.Capacity
 	if c.logFormat != "console" && c.logFormat != "json" {
@@ -121,6 +147,37 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("--max-leases must be at least 1")
 	}
 	return c, nil
+}
+
+// defaultStateDir is $XDG_STATE_HOME/browserbroker, else
+// ~/.local/state/browserbroker.
+func defaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "browserbroker")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "browserbroker")
+	}
+	return ""
+}
+
+// memoryAdmission says no while available memory is under the floor, and
+// keeps the last reading for GetStats.
+type memoryAdmission struct {
+	floor uint64
+	last  atomic.Uint64
+}
+
+func (a *memoryAdmission) admit() (bool, string) {
+	r, err := sysmem.Available()
+	if err != nil {
+		return true, "available memory unknown: " + err.Error() // fail open: the broker still serves
+	}
+	a.last.Store(r.Bytes)
+	if r.Bytes < a.floor {
+		return false, fmt.Sprintf("%d MiB available (%s), under --min-free-memory %d MiB", r.Bytes>>20, r.Source, a.floor>>20)
+	}
+	return true, fmt.Sprintf("%d MiB available (%s)", r.Bytes>>20, r.Source)
 }
 
 // defaultCapacity sizes --max-leases for this machine: 4 per CPU, and no
@@ -180,6 +237,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := browser.Check(c.browser); err != nil {
 		return err
 	}
+	var store *state.Store
+	var sessions server.SessionRecords
+	if c.stateDir != "" {
+		if store, err = state.Open(c.stateDir); err != nil {
+			return err
+		}
+		defer store.Close()
+		c.lease.Sessions, sessions = store, store
+	} else {
+		log.Warn("no --state-dir: sticky sessions are not saved, and their generations restart with the broker")
+	}
 	lis, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		return err
@@ -201,11 +269,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("start browsers: %w", err)
 	}
-	leases := lease.New(server.BrowserBackend{Pool: pool}, c.lease)
+	var memAvailable func() uint64
+	if c.minFreeMemory > 0 {
+		adm := &memoryAdmission{floor: uint64(c.minFreeMemory)}
+		c.lease.Admit = adm.admit
+		memAvailable = adm.last.Load
+	}
+	leases := lease.New(server.BrowserBackend{Pool: pool, Store: store}, c.lease)
 	metrics := server.NewMetrics(leases, pool)
 	srv := server.New(server.Config{
 		Leases:            leases,
 		Browsers:          pool,
+		Sessions:          sessions,
+		MemoryAvailable:   memAvailable,
 		CommandTimeout:    c.commandTimeout,
 		MaxCommandTimeout: c.maxCommand,
 		Metrics:           metrics,

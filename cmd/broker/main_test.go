@@ -79,7 +79,8 @@ type brokerProc struct {
 func startBroker(t *testing.T, args ...string) *brokerProc {
 	t.Helper()
 	needDeps(t)
-	all := append([]string{"--addr", "127.0.0.1:0", "--log-format", "json", "--driver-dir", driverDir()}, args...)
+	all := append([]string{"--addr", "127.0.0.1:0", "--log-format", "json", "--driver-dir", driverDir(),
+		"--state-dir", t.TempDir()}, args...)
 	cmd := exec.Command(filepath.Join(binDir, "broker"), all...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw

@@ -220,6 +220,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"--driver-dir", c.driverDir,
 		"--chromium", c.chromium,
 		"--check-interval", "250ms",
+		"--state-dir", "", // no sticky sessions here
 	}, c.brokerArgs...))
 	if err != nil {
 		return err
@@ -611,9 +612,9 @@ func (r *report) print(w io.Writer) []string {
 	check(len(leaked) == 0, "Chromium processes back to baseline", detail)
 	check(r.hangOpen == 0, "every hanging request closed by the end", fmt.Sprintf("%d still open", r.hangOpen))
 	check(s.navNotStopped == 0, "timed-out navigations stopped in the browser",
-		fmt.Sprintf("%d of %d still loading %v after DEADLINE_EXCEEDED; %d stopped within %v, %d before their request reached the site",
-			s.navNotStopped, s.navStopped+s.navNotStopped+s.navNeverSent, navStopBound,
-			s.navStopped, s.navStopMax.Round(time.Millisecond), s.navNeverSent))
+		fmt.Sprintf("%d of %d still loading %v after DEADLINE_EXCEEDED; %d stopped within %v, %d later (slowest %v), %d before their request reached the site",
+			s.navNotStopped, s.navStopped+s.navStoppedLate+s.navNotStopped+s.navNeverSent, navStopLimit,
+			s.navStopped, navStopBound, s.navStoppedLate, s.navStopMax.Round(time.Millisecond), s.navNeverSent))
 	growth := (r.end.rssKB - warm.rssKB) << 10
 	check(growth < r.c.maxRSSGrowth, "broker RSS growth after warm-up under the limit",
 		fmt.Sprintf("%+.1f MB (limit %d MB)", float64(growth)/(1<<20), r.c.maxRSSGrowth>>20))

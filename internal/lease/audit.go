@@ -8,10 +8,24 @@ import (
 )
 
 // SessionLister is a Backend that can list the sessions it holds open, so
-// the auditor can find sessions that no lease owns. Sessions must be
-// comparable (pointers, or structs of pointers).
+// the auditor can find sessions that no lease owns. Sessions are matched by
+// their SessionID when they have one (Identified), else by ==, so they must
+// be comparable.
 type SessionLister interface {
 	Sessions() []Session
+}
+
+// Identified is a Session that names what it is a view of, for when two
+// Session values can stand for the same thing.
+type Identified interface {
+	SessionID() any
+}
+
+func sessionID(s Session) any {
+	if id, ok := s.(Identified); ok {
+		return id.SessionID()
+	}
+	return s
 }
 
 // Sweeper is a Backend that can find and close resources of its own that
@@ -23,8 +37,8 @@ type Sweeper interface {
 
 // audit is the auditor's memory between two runs. Only checkLoop uses it.
 type audit struct {
-	lastProblem string           // the broken invariant last logged
-	suspects    map[Session]bool // sessions no lease owned at the last run
+	lastProblem string       // the broken invariant last logged
+	suspects    map[any]bool // sessions (by id) no lease owned at the last run
 }
 
 // CheckInvariant checks the invariant now. A broken one is counted and
@@ -79,27 +93,28 @@ func (m *Manager) sweepOrphans(a *audit) {
 	}
 	sessions := lister.Sessions()
 	m.mu.Lock()
-	owned := make(map[Session]bool, len(m.leases)+m.warm)
+	owned := make(map[any]bool, len(m.leases)+m.warm)
 	for _, l := range m.leases {
-		owned[l.session] = true
+		owned[sessionID(l.session)] = true
 	}
 	for _, n := range m.sticky {
 		for _, s := range []Session{n.warm, n.closing} {
 			if s != nil {
-				owned[s] = true
+				owned[sessionID(s)] = true
 			}
 		}
 	}
 	m.mu.Unlock()
-	suspects := make(map[Session]bool)
+	suspects := make(map[any]bool)
 	var orphans []Session
 	for _, s := range sessions {
+		id := sessionID(s)
 		switch {
-		case owned[s]:
-		case a.suspects[s]:
+		case owned[id]:
+		case a.suspects[id]:
 			orphans = append(orphans, s)
 		default:
-			suspects[s] = true
+			suspects[id] = true
 		}
 	}
 	a.suspects = suspects

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"slices"
+	"strings"
 
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -71,6 +73,13 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 		OrphansClosed:       st.OrphansClosed,
 		Draining:            st.Draining,
 		Uptime:              durationpb.New(st.Uptime),
+		OldestWait:          durationpb.New(st.OldestWait),
+		SessionsHeld:        int32(st.SessionsHeld),
+		SessionsWarm:        int32(st.SessionsWarm),
+		MemoryLow:           st.MemoryLow,
+	}
+	if as.s.cfg.MemoryAvailable != nil {
+		out.MemoryAvailableBytes = as.s.cfg.MemoryAvailable()
 	}
 	for _, r := range lease.Reasons() {
 		out.Reclaimed = append(out.Reclaimed, &brokerv1.ReasonCount{Reason: reason(r), Count: st.Reclaimed[r]})
@@ -81,6 +90,13 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 		out.WarmContexts = int32(bs.Warm)
 		out.WarmHits = bs.WarmHits
 		out.WarmMisses = bs.WarmMisses
+		out.BrowsersRetired = bs.Retired
+		out.BrowsersRetiring = int32(bs.Retiring)
+		for _, src := range bs.Sources {
+			out.Sources = append(out.Sources, &brokerv1.BrowserSource{Name: src.Name, Connected: src.Connected,
+				Browsers: int32(src.Browsers), Contexts: int32(src.Contexts), Disconnects: src.Disconnects, LastError: src.LastError})
+		}
+		out.BlockedRequests = bs.Blocked
 	}
 	return out, nil
 }
@@ -95,4 +111,50 @@ func (as *adminService) Undrain(ctx context.Context, req *brokerv1.UndrainReques
 	as.s.leases.Drain(false)
 	as.s.setLeaseServing(true)
 	return &brokerv1.UndrainResponse{}, nil
+}
+
+func (as *adminService) ListSessions(ctx context.Context, req *brokerv1.ListSessionsRequest) (*brokerv1.ListSessionsResponse, error) {
+	byKey := make(map[string]*brokerv1.SessionInfo)
+	var out []*brokerv1.SessionInfo
+	if store := as.s.cfg.Sessions; store != nil {
+		recs, err := store.List()
+		if err != nil {
+			// A corrupt record must not hide the others; it is logged.
+			as.s.log.Error("listing saved sessions", zap.Error(err))
+		}
+		for _, r := range recs {
+			si := &brokerv1.SessionInfo{SessionKey: r.Key, State: brokerv1.SessionState_SESSION_STATE_SAVED,
+				Generation: r.Generation, SavedAt: timestamp(r.SavedAt)}
+			byKey[r.Key] = si
+			out = append(out, si)
+		}
+	}
+	for _, s := range as.s.leases.Sessions() {
+		si := byKey[s.Key]
+		if si == nil {
+			si = &brokerv1.SessionInfo{SessionKey: s.Key, State: brokerv1.SessionState_SESSION_STATE_SAVED}
+			out = append(out, si)
+		}
+		si.Generation = max(si.Generation, s.Generation)
+		si.Waiting = int32(s.Waiting)
+		switch s.State {
+		case lease.SessionHeld:
+			si.State, si.LeaseId = brokerv1.SessionState_SESSION_STATE_HELD, s.LeaseID
+		case lease.SessionWarm:
+			si.State, si.ClosesAt = brokerv1.SessionState_SESSION_STATE_WARM, timestamp(s.ClosesAt)
+		}
+	}
+	slices.SortFunc(out, func(a, b *brokerv1.SessionInfo) int { return strings.Compare(a.SessionKey, b.SessionKey) })
+	return &brokerv1.ListSessionsResponse{Sessions: out}, nil
+}
+
+func (as *adminService) DeleteSession(ctx context.Context, req *brokerv1.DeleteSessionRequest) (*brokerv1.DeleteSessionResponse, error) {
+	if req.GetSessionKey() == "" {
+		return nil, invalid("session_key must not be empty")
+	}
+	r, err := as.s.leases.DeleteSession(ctx, req.GetSessionKey())
+	if err != nil {
+		return nil, toStatus(as.s.log, err)
+	}
+	return &brokerv1.DeleteSessionResponse{LeaseReason: reason(r)}, nil
 }

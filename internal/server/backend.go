@@ -7,6 +7,7 @@ import (
 
 	"github.com/browserbroker/broker/internal/browser"
 	"github.com/browserbroker/broker/internal/lease"
+	"github.com/browserbroker/broker/internal/state"
 )
 
 // Page is what page commands run on: the page of one browser context.
@@ -29,6 +30,15 @@ type Page interface {
 // lease's session is one browser context.
 type BrowserBackend struct {
 	Pool *browser.Pool
+	// Store saves sticky sessions' storage state; nil: sticky sessions
+	// are kept warm but nothing is saved.
+	Store *state.Store
+}
+
+// sessionSpec is the spec of a sticky session's context.
+type sessionSpec struct {
+	Options browser.ContextOptions
+	Key     string
 }
 
 var (
@@ -37,17 +47,37 @@ var (
 	_ lease.Sweeper       = BrowserBackend{}
 )
 
-// Open creates a browser context from a browser.ContextOptions spec.
+// Open creates a browser context from a browser.ContextOptions spec, or a
+// sticky session's from a sessionSpec, starting from the session's saved
+// storage state.
 func (b BrowserBackend) Open(ctx context.Context, spec any) (lease.Session, error) {
-	opts, ok := spec.(browser.ContextOptions)
-	if !ok {
-		return nil, fmt.Errorf("server: spec is %T, want browser.ContextOptions", spec)
+	switch spec := spec.(type) {
+	case browser.ContextOptions:
+		c, err := b.Pool.NewContext(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		return browserSession{Context: c}, nil
+	case sessionSpec:
+		sticky := &stickyState{key: spec.Key, store: b.Store}
+		opts := spec.Options
+		if b.Store != nil {
+			r, ok, err := b.Store.Get(spec.Key)
+			if err != nil {
+				return nil, err
+			}
+			if ok && r.Storage != nil {
+				opts.StorageState = r.Storage
+				sticky.restored = true
+			}
+		}
+		c, err := b.Pool.NewContext(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return browserSession{Context: c, sticky: sticky}, nil
 	}
-	c, err := b.Pool.NewContext(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	return browserSession{c}, nil
+	return nil, fmt.Errorf("server: spec is %T, want browser.ContextOptions or sessionSpec", spec)
 }
 
 // Live counts the contexts the pool has handed out and not yet closed.
@@ -58,7 +88,7 @@ func (b BrowserBackend) Sessions() []lease.Session {
 	cs := b.Pool.Contexts()
 	out := make([]lease.Session, len(cs))
 	for i, c := range cs {
-		out[i] = browserSession{c}
+		out[i] = browserSession{Context: c}
 	}
 	return out
 }
@@ -66,10 +96,39 @@ func (b BrowserBackend) Sessions() []lease.Session {
 // SweepOrphans closes browser contexts the pool never handed out.
 func (b BrowserBackend) SweepOrphans(ctx context.Context) int { return b.Pool.SweepOrphans(ctx) }
 
-// browserSession is a browser context seen as a lease session.
+// browserSession is a browser context seen as a lease session; sticky is
+// set for a sticky session's.
 type browserSession struct {
 	*browser.Context
+	sticky *stickyState
 }
+
+// stickyState is what a sticky session's context needs to be saved.
+type stickyState struct {
+	key      string
+	store    *state.Store
+	restored bool // the context started from saved state
+}
+
+// SessionID is the context: the auditor matches sessions by it.
+func (s browserSession) SessionID() any { return s.Context }
+
+// Save saves a sticky session's storage state; other sessions have none to
+// save.
+func (s browserSession) Save(ctx context.Context) error {
+	if s.sticky == nil || s.sticky.store == nil {
+		return nil
+	}
+	st, err := s.StorageState(ctx)
+	if err != nil {
+		return err
+	}
+	return s.sticky.store.SaveStorage(s.sticky.key, st)
+}
+
+// Restored says whether a sticky session's context started from its saved
+// state.
+func (s browserSession) Restored() bool { return s.sticky != nil && s.sticky.restored }
 
 func (s browserSession) LostReason() (lease.Reason, string) {
 	err := s.LostErr()

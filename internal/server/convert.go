@@ -68,6 +68,9 @@ func acquireRequest(a *brokerv1.Acquire) (lease.AcquireRequest, error) {
 		return req, err
 	}
 	req.Spec = opts
+	if req.SessionKey = a.GetSessionKey(); req.SessionKey != "" {
+		req.Spec = sessionSpec{Options: opts, Key: req.SessionKey}
+	}
 	return req, nil
 }
 
@@ -117,6 +120,12 @@ func contextOptions(c *brokerv1.ContextOptions) (browser.ContextOptions, error) 
 		o.JavaScriptEnabled = &v
 	}
 	o.IgnoreHTTPSErrors = c.GetIgnoreHttpsErrors()
+	if b := c.GetBlock(); b != nil {
+		o.Block = browser.BlockOptions{ResourceTypes: b.GetResourceTypes(), URLPatterns: b.GetUrlPatterns()}
+		if err := o.Block.Check(); err != nil {
+			return o, invalid(err.Error())
+		}
+	}
 	return o, nil
 }
 
@@ -141,6 +150,13 @@ func leaseInfo(i lease.Info) *brokerv1.LeaseInfo {
 		Commands:       i.Commands,
 		Ttl:            durationpb.New(i.TTL),
 		State:          brokerv1.LeaseState_LEASE_STATE_ACTIVE,
+		SessionKey:     i.SessionKey,
+		Generation:     i.Generation,
+		Age:            durationpb.New(time.Since(i.GrantedAt)),
+		Idle:           durationpb.New(time.Since(i.LastActivity)),
+	}
+	if b, ok := i.Session.(interface{ Browser() string }); ok {
+		out.Browser = b.Browser()
 	}
 	if i.State == lease.StateClosing {
 		out.State = brokerv1.LeaseState_LEASE_STATE_CLOSING

@@ -24,6 +24,7 @@ import (
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 	"github.com/browserbroker/broker/internal/browser"
 	"github.com/browserbroker/broker/internal/lease"
+	"github.com/browserbroker/broker/internal/state"
 )
 
 // The package's tests share one browser pool (launching Chromium takes a
@@ -147,6 +148,14 @@ type broker struct {
 
 type brokerOption func(*lease.Config, *Config, *GRPCConfig)
 
+// withStore keeps sticky sessions' state in store.
+func withStore(store *state.Store) brokerOption {
+	return func(lc *lease.Config, sc *Config, _ *GRPCConfig) {
+		lc.Sessions = store
+		sc.Sessions = store
+	}
+}
+
 func newBroker(t *testing.T, cfg lease.Config, opts ...brokerOption) *broker {
 	t.Helper()
 	pool := needBrowser(t)
@@ -163,7 +172,8 @@ func newBrokerOn(t *testing.T, pool *browser.Pool, cfg lease.Config, lis net.Lis
 		o(&cfg, &scfg, &gcfg)
 	}
 	b := &broker{pool: pool, lis: lis}
-	b.leases = lease.New(BrowserBackend{Pool: pool}, cfg)
+	store, _ := scfg.Sessions.(*state.Store) // see withStore
+	b.leases = lease.New(BrowserBackend{Pool: pool, Store: store}, cfg)
 	b.metrics = NewMetrics(b.leases, pool)
 	scfg.Leases = b.leases
 	scfg.Metrics = b.metrics

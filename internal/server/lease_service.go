@@ -59,6 +59,12 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 		ExpiresAt:    timestamppb.New(l.ExpiresAt()),
 		MaxExpiresAt: timestamppb.New(l.MaxDeadline()),
 		Ttl:          durationpb.New(l.TTL()),
+		Generation:   l.Generation(),
+		SessionWarm:  l.WarmSession(),
+		SessionRestored: func() bool {
+			r, ok := l.Session().(interface{ Restored() bool })
+			return ok && r.Restored()
+		}(),
 	}}})
 	if err != nil {
 		l.Reclaim(lease.StreamClosed, "could not send the grant: "+err.Error())

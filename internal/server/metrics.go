@@ -43,9 +43,13 @@ var (
 	descContexts   = prometheus.NewDesc("broker_browser_contexts", "Browser contexts held for leases.", nil, nil)
 	descCrashes    = prometheus.NewDesc("broker_browser_crashes_total", "Crashes the broker did not cause, by what crashed.", []string{"what"}, nil)
 	descLaunches   = prometheus.NewDesc("broker_browser_launches_total", "Chromium launches.", nil, nil)
-	descRetired    = prometheus.NewDesc("broker_browsers_retired_total", "Browsers retired after a context close hung.", nil, nil)
+	descRetired    = prometheus.NewDesc("broker_browsers_retired_total", "Browsers retired (by --browser-max-contexts, --browser-max-age or a hung context close).", nil, nil)
 	descWarm       = prometheus.NewDesc("broker_warm_contexts", "Warm pool: contexts made ahead and ready.", nil, nil)
 	descWarmUse    = prometheus.NewDesc("broker_warm_acquires_total", "Acquires with default options, by whether the warm pool served them.", []string{"result"}, nil)
+	descBlocked    = prometheus.NewDesc("broker_blocked_requests_total", "Requests aborted in the browser by leases' block options.", nil, nil)
+	descSessions   = prometheus.NewDesc("broker_sticky_sessions", "Sticky sessions, by state: held by a lease, or warm between leases.", []string{"state"}, nil)
+	descMemoryLow  = prometheus.NewDesc("broker_memory_low", "1 while new leases wait because available memory is under --min-free-memory.", nil, nil)
+	descSourceUp   = prometheus.NewDesc("broker_browser_source_connected", "1 while a browser source is connected.", []string{"source"}, nil)
 )
 
 // NewMetrics returns the broker's metrics, with the Go runtime and process
@@ -92,7 +96,8 @@ func (m *Metrics) observeCommand(method, code string, d time.Duration) {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCapacity, descActive, descClosing, descOpening, descWaiting,
 		descOldestWait, descGranted, descReclaimed, descDuplicates, descFailures, descInvariant,
-		descViolations, descOrphans, descBrowsers, descContexts, descCrashes, descLaunches, descRetired, descWarm, descWarmUse} {
+		descViolations, descOrphans, descBrowsers, descContexts, descCrashes, descLaunches, descRetired, descWarm, descWarmUse, descBlocked,
+		descSessions, descMemoryLow, descSourceUp} {
 		ch <- d
 	}
 }
@@ -126,6 +131,13 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descViolations, st.InvariantViolations)
 	counter(descOrphans, st.OrphansClosed)
 	gauge(descContexts, float64(st.BackendLive))
+	gauge(descSessions, float64(st.SessionsHeld), "held")
+	gauge(descSessions, float64(st.SessionsWarm), "warm")
+	low := 0.0
+	if st.MemoryLow {
+		low = 1
+	}
+	gauge(descMemoryLow, low)
 	if m.browsers != nil {
 		bs := m.browsers.Stats()
 		gauge(descBrowsers, float64(bs.Browsers))
@@ -137,5 +149,13 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(descWarm, float64(bs.Warm))
 		counter(descWarmUse, bs.WarmHits, "hit")
 		counter(descWarmUse, bs.WarmMisses, "miss")
+		counter(descBlocked, bs.Blocked)
+		for _, src := range bs.Sources {
+			up := 0.0
+			if src.Connected {
+				up = 1
+			}
+			gauge(descSourceUp, up, src.Name)
+		}
 	}
 }

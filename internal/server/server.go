@@ -12,6 +12,7 @@ import (
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 	"github.com/browserbroker/broker/internal/browser"
 	"github.com/browserbroker/broker/internal/lease"
+	"github.com/browserbroker/broker/internal/state"
 )
 
 // Config configures the edge. Zero values mean the defaults.
@@ -25,10 +26,20 @@ type Config struct {
 	CommandTimeout time.Duration
 	// MaxCommandTimeout caps every page command's time limit. Default 5m.
 	MaxCommandTimeout time.Duration
+	// Sessions lists sticky sessions saved on disk for ListSessions; nil:
+	// only those the lease manager holds are listed.
+	Sessions SessionRecords
+	// MemoryAvailable reports the available memory for GetStats; nil: 0.
+	MemoryAvailable func() uint64
 	// Metrics, when set, observes grant waits and command durations.
 	Metrics *Metrics
 	// Logger; nil: no logs.
 	Logger *zap.Logger
+}
+
+// SessionRecords lists the sticky sessions saved on disk.
+type SessionRecords interface {
+	List() ([]state.Record, error)
 }
 
 // Server implements the three browserbroker.v1 services.

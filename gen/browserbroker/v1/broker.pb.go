@@ -814,9 +814,9 @@ func (x *ContextOptions) GetBlock() *Block {
 type Block struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resource types as the browser names them: "image", "media", "font",
-	// "stylesheet", "script", "xhr", "fetch", "websocket", "manifest",
-	// "texttrack", "eventsource", "other". The main document is never
-	// blocked by type.
+	// "stylesheet", "script", "xhr", "fetch", "manifest", "texttrack",
+	// "eventsource", "other". The main document is never blocked by type,
+	// and WebSockets are not requests the browser routes.
 	ResourceTypes []string `protobuf:"bytes,1,rep,name=resource_types,json=resourceTypes,proto3" json:"resource_types,omitempty"`
 	// URL glob patterns such as "**/*.png" or "https://ads.example.com/**":
 	// "*" matches any run of characters except "/", "**" any run including
