@@ -11,7 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/browserbroker/broker/client"
@@ -31,6 +31,7 @@ type leaseOptions struct {
 	labels     labelsFlag
 	userAgent  string
 	viewport   viewportFlag
+	sessionKey string
 }
 
 // leaseResult is the --json document of `client lease`.
@@ -80,6 +81,7 @@ func (c *cli) lease(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.wait, "wait", 0, "longest wait in the queue")
 	fs.Var(o.labels, "label", "k=v label")
 	fs.StringVar(&o.userAgent, "user-agent", "", "User-Agent")
+	fs.StringVar(&o.sessionKey, "session-key", "", "sticky session: reuse this session's cookies and localStorage")
 	fs.Var(&o.viewport, "viewport", "WIDTHxHEIGHT")
 	rest, err := c.parse(fs, args, true)
 	if err != nil {
@@ -126,6 +128,7 @@ func (s *leaseSession) run(ctx context.Context) error {
 		TTL:         s.opts.ttl,
 		WaitTimeout: s.opts.wait,
 		Labels:      s.opts.labels,
+		SessionKey:  s.opts.sessionKey,
 		Context: &brokerv1.ContextOptions{
 			Viewport:  s.opts.viewport.v,
 			UserAgent: s.opts.userAgent,
@@ -218,15 +221,9 @@ func (s *leaseSession) hold(ctx context.Context, l *client.Lease) error {
 
 // grantedMessage is the broker's grant, for the --json document.
 func grantedMessage(l *client.Lease) *brokerv1.Granted {
-	g := &brokerv1.Granted{LeaseId: l.ID()}
+	g := proto.Clone(l.Granted()).(*brokerv1.Granted)
 	if t := l.ExpiresAt(); !t.IsZero() {
-		g.ExpiresAt = timestamppb.New(t)
-	}
-	if t := l.MaxExpiresAt(); !t.IsZero() {
-		g.MaxExpiresAt = timestamppb.New(t)
-	}
-	if d := l.TTL(); d != 0 {
-		g.Ttl = durationpb.New(d)
+		g.ExpiresAt = timestamppb.New(t) // as of the latest renew
 	}
 	return g
 }

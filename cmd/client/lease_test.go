@@ -130,8 +130,11 @@ func TestLeaseJSON(t *testing.T) {
 		LeaseID        string  `json:"lease_id"`
 		QueuePositions []int32 `json:"queue_positions"`
 		Granted        struct {
-			LeaseID string `json:"lease_id"`
-			TTL     string `json:"ttl"`
+			LeaseID         string `json:"lease_id"`
+			TTL             string `json:"ttl"`
+			Generation      string `json:"generation"`
+			SessionWarm     bool   `json:"session_warm"`
+			SessionRestored bool   `json:"session_restored"`
 		} `json:"granted"`
 		Navigate struct {
 			Status int    `json:"status"`
