@@ -97,8 +97,8 @@ type soaker struct {
 	// their DEADLINE_EXCEEDED, within navStopLimit, and those still
 	// loading then.
 	navStopped, navStoppedLate, navNotStopped int
-	navStopMax                time.Duration // slowest of the stopped ones
-	navNeverSent              int           // stopped before their request reached the site
+	navStopMax                                time.Duration // slowest of the stopped ones
+	navNeverSent                              int           // stopped before their request reached the site
 }
 
 func isClosed(ch <-chan struct{}) bool {
