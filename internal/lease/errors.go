@@ -19,6 +19,8 @@ var (
 	ErrDraining = errors.New("lease: draining: no new leases are granted here")
 	// ErrInvalid: an argument is out of range.
 	ErrInvalid = errors.New("lease: invalid argument")
+	// ErrLimit: the principal is at one of its limits.
+	ErrLimit = errors.New("lease: limit reached")
 	// ErrBackend: the backend failed to open a session.
 	ErrBackend = errors.New("lease: backend failed")
 )

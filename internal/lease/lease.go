@@ -42,6 +42,7 @@ type Lease struct {
 	done        chan struct{} // closed when the reclaim is complete
 	turn        chan struct{} // held by the running command
 	sticky      *sticky       // the sticky session held, if any
+	principal   string        // who acquired it
 	generation  uint64        // its generation at this grant
 	warmGrant   bool          // the session was warm at the grant
 
@@ -69,6 +70,9 @@ func (l *Lease) SessionKey() string {
 	}
 	return l.sticky.key
 }
+
+// Principal is who acquired the lease.
+func (l *Lease) Principal() string { return l.principal }
 
 // Generation is the sticky session's fencing number at this grant.
 func (l *Lease) Generation() uint64 { return l.generation }
@@ -166,6 +170,7 @@ type Info struct {
 	Commands     uint64
 	SessionKey   string
 	Generation   uint64
+	Principal    string
 	// Session is the lease's session, for callers that describe it.
 	Session Session
 }
@@ -183,6 +188,7 @@ func (l *Lease) infoLocked() Info {
 		LastActivity: l.lastActivity,
 		Commands:     l.commands,
 		SessionKey:   l.SessionKey(),
+		Principal:    l.principal,
 		Generation:   l.generation,
 		Session:      l.session,
 	}

@@ -82,6 +82,10 @@ type Config struct {
 	Admit func() (ok bool, detail string)
 	// AdmitInterval is how often Admit is asked. Default 1s.
 	AdmitInterval time.Duration
+	// PrincipalLimit, when set, is the most leases a principal may hold
+	// (or be opening) at once; beyond it acquires fail at once with
+	// ErrLimit. 0: no limit for that principal.
+	PrincipalLimit func(principal string) int
 	// Logger; nil: no logs.
 	Logger *zap.Logger
 }
@@ -143,6 +147,7 @@ type Manager struct {
 	warm        int // sticky sessions open between leases (sticky.go)
 	warmClosing int // of which being closed
 	sticky      map[string]*sticky
+	byPrincipal map[string]int // leases held or being acquired, per principal
 	memLow      bool   // Admit said no at its last call
 	memDetail   string // and why
 	granted     uint64
@@ -162,8 +167,9 @@ type Manager struct {
 }
 
 type tomb struct {
-	reason  Reason
-	message string
+	reason    Reason
+	message   string
+	principal string
 }
 
 // waiter is an acquire in the queue.
@@ -186,6 +192,7 @@ func New(backend Backend, cfg Config) *Manager {
 		start:       time.Now(),
 		leases:      make(map[string]*Lease),
 		sticky:      make(map[string]*sticky),
+		byPrincipal: make(map[string]int),
 		tombs:       make(map[string]tomb),
 		stopCheck:   make(chan struct{}),
 		checkerDone: make(chan struct{}),
@@ -242,6 +249,9 @@ type AcquireRequest struct {
 	Labels      map[string]string
 	// SessionKey names a sticky session (see sticky.go); empty: none.
 	SessionKey string
+	// Principal is who asks: the lease is theirs (see Owner), and counts
+	// toward their PrincipalLimit. Empty: anonymous, no limit.
+	Principal string
 	// Spec is passed to Backend.Open as it is.
 	Spec any
 }
@@ -285,6 +295,26 @@ func (m *Manager) Acquire(ctx context.Context, req AcquireRequest, onQueued func
 	if err != nil {
 		return nil, err
 	}
+	if err := m.countPrincipal(req.Principal); err != nil {
+		return nil, err
+	}
+	l, err := m.acquire(ctx, req, onQueued)
+	if l == nil {
+		// No lease took over the count (a lease gives it back when
+		// reclaimed).
+		m.mu.Lock()
+		m.uncountPrincipalLocked(req.Principal)
+		m.mu.Unlock()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// acquire is Acquire after the checks. It returns the lease it registered,
+// with an error if that lease was reclaimed before the grant.
+func (m *Manager) acquire(ctx context.Context, req AcquireRequest, onQueued func(position int)) (_ *Lease, err error) {
 	started := time.Now()
 	deadline := started.Add(req.Wait)
 	var n *sticky
@@ -342,7 +372,7 @@ func (m *Manager) Acquire(ctx context.Context, req AcquireRequest, onQueued func
 	m.mu.Unlock()
 	if err != nil {
 		<-l.done
-		return nil, err
+		return l, err
 	}
 	go m.watchSession(l)
 	return l, nil
@@ -383,6 +413,36 @@ func (m *Manager) obtain(ctx context.Context, n *sticky, spec any, wait time.Dur
 		return nil, false, fmt.Errorf("%w: %w", ErrBackend, err)
 	}
 	return s, false, nil
+}
+
+// countPrincipal counts an acquire toward its principal's limit, or
+// refuses it. The count ends when the acquire fails or its lease is
+// reclaimed.
+func (m *Manager) countPrincipal(p string) error {
+	if p == "" {
+		return nil
+	}
+	limit := 0
+	if m.cfg.PrincipalLimit != nil {
+		limit = m.cfg.PrincipalLimit(p)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n := m.byPrincipal[p]; limit > 0 && n >= limit {
+		m.failures++
+		return fmt.Errorf("%w: principal %q holds or is acquiring %d leases (its limit of live leases is %d)", ErrLimit, p, n, limit)
+	}
+	m.byPrincipal[p]++
+	return nil
+}
+
+func (m *Manager) uncountPrincipalLocked(p string) {
+	if p == "" {
+		return
+	}
+	if m.byPrincipal[p]--; m.byPrincipal[p] <= 0 {
+		delete(m.byPrincipal, p)
+	}
 }
 
 // refuseLocked says why no acquire may begin, if so.
@@ -534,6 +594,7 @@ func (m *Manager) register(s Session, req AcquireRequest, n *sticky, gen uint64,
 		turn:        make(chan struct{}, 1),
 		state:       StateActive,
 		sticky:      n,
+		principal:   req.Principal,
 		generation:  gen,
 		warmGrant:   warm,
 	}
@@ -636,7 +697,8 @@ func (m *Manager) finishReclaim(l *Lease) {
 	m.active--
 	m.closing--
 	m.reclaimed[l.reason]++
-	m.addTombLocked(l.id, tomb{reason: l.reason, message: l.message})
+	m.addTombLocked(l.id, tomb{reason: l.reason, message: l.message, principal: l.principal})
+	m.uncountPrincipalLocked(l.principal)
 	if n != nil {
 		n.holder = nil
 		if keep {
@@ -677,10 +739,19 @@ func (m *Manager) addTombLocked(id string, t tomb) {
 
 // lookupLocked finds a lease by id, or explains why there is none.
 func (m *Manager) lookupLocked(id string) (*Lease, error) {
-	if l, ok := m.leases[id]; ok {
+	return m.lookupAsLocked(anyPrincipal, id)
+}
+
+// anyPrincipal stands for a caller that may see every lease.
+const anyPrincipal = "\x00any"
+
+// lookupAsLocked is lookupLocked for a principal: another principal's lease
+// is not found, exactly as one that never existed.
+func (m *Manager) lookupAsLocked(principal, id string) (*Lease, error) {
+	if l, ok := m.leases[id]; ok && (principal == anyPrincipal || principal == l.principal) {
 		return l, nil
 	}
-	if t, ok := m.tombs[id]; ok {
+	if t, ok := m.tombs[id]; ok && (principal == anyPrincipal || principal == t.principal) {
 		return nil, &ReclaimedError{ID: id, Reason: t.reason, Message: t.message}
 	}
 	return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
@@ -721,10 +792,17 @@ func (m *Manager) Renew(id string) (time.Time, error) {
 // Do runs fn on the lease's session, after the commands that arrived before
 // it. fn's context ends when ctx ends or when the lease is reclaimed; in the
 // latter case Do returns a *ReclaimedError with InFlight set. The command
-// counts as activity when it arrives and when it ends.
+// counts as activity when it arrives and when it ends. Do checks no
+// ownership: the server uses DoAs.
 func (m *Manager) Do(ctx context.Context, id string, fn func(ctx context.Context, s Session) error) error {
+	return m.DoAs(ctx, anyPrincipal, id, fn)
+}
+
+// DoAs is Do for a principal: only the principal that acquired the lease
+// may use it; for any other the lease is not found.
+func (m *Manager) DoAs(ctx context.Context, principal, id string, fn func(ctx context.Context, s Session) error) error {
 	m.mu.Lock()
-	l, err := m.lookupLocked(id)
+	l, err := m.lookupAsLocked(principal, id)
 	if err == nil && l.state != StateActive {
 		err = l.reclaimedErrLocked(false)
 	}

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -684,5 +685,43 @@ func TestDrainRefusesNewLeasesAndKeepsLiveOnes(t *testing.T) {
 		live.Reclaim(Released, "")
 		m.Drain(false)
 		mustAcquire(t, m, AcquireRequest{})
+	})
+}
+
+func TestPrincipalsOwnTheirLeasesAndHaveLimits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, _ := newManager(t, Config{Capacity: 4, PrincipalLimit: func(p string) int {
+			if p == "alice" {
+				return 1
+			}
+			return 0
+		}})
+		a := mustAcquire(t, m, AcquireRequest{Principal: "alice"})
+		_, err := m.Acquire(context.Background(), AcquireRequest{Principal: "alice"}, nil)
+		if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), `"alice"`) {
+			t.Fatalf("second acquire of alice = %v, want ErrLimit naming her", err)
+		}
+		mustAcquire(t, m, AcquireRequest{Principal: "bob"})
+		mustAcquire(t, m, AcquireRequest{Principal: "bob"})
+		noop := func(context.Context, Session) error { return nil }
+		if err := m.DoAs(context.Background(), "bob", a.ID(), noop); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("bob using alice's lease = %v, want ErrNotFound", err)
+		}
+		if err := m.DoAs(context.Background(), "alice", a.ID(), noop); err != nil {
+			t.Fatalf("alice using her lease = %v", err)
+		}
+		if got := m.List(Filter{Principal: "bob"}); len(got) != 2 || got[0].Principal != "bob" {
+			t.Fatalf("List(principal bob) = %+v, want bob's two", got)
+		}
+		a.Reclaim(Released, "")
+		if err := m.DoAs(context.Background(), "bob", a.ID(), noop); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("bob using alice's reclaimed lease = %v, want ErrNotFound, not its reason", err)
+		}
+		var re *ReclaimedError
+		if err := m.DoAs(context.Background(), "alice", a.ID(), noop); !errors.As(err, &re) {
+			t.Fatalf("alice using her reclaimed lease = %v, want its reason", err)
+		}
+		// The limit counts live leases: after the release alice may again.
+		mustAcquire(t, m, AcquireRequest{Principal: "alice"})
 	})
 }

@@ -24,10 +24,13 @@ type Filter struct {
 	Labels map[string]string
 	// SessionKey the lease holds.
 	SessionKey string
+	// Principal that acquired the lease.
+	Principal string
 }
 
 func (f Filter) match(l *Lease) bool {
-	return hasLabels(l.labels, f.Labels) && (f.SessionKey == "" || f.SessionKey == l.SessionKey())
+	return hasLabels(l.labels, f.Labels) && (f.SessionKey == "" || f.SessionKey == l.SessionKey()) &&
+		(f.Principal == "" || f.Principal == l.principal)
 }
 
 // List describes the live leases the filter selects, oldest first.
