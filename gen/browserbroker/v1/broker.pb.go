@@ -2837,7 +2837,10 @@ type LeaseInfo struct {
 	Age  *durationpb.Duration `protobuf:"bytes,13,opt,name=age,proto3" json:"age,omitempty"`
 	Idle *durationpb.Duration `protobuf:"bytes,14,opt,name=idle,proto3" json:"idle,omitempty"`
 	// The browser the lease's context lives in.
-	Browser       string `protobuf:"bytes,15,opt,name=browser,proto3" json:"browser,omitempty"`
+	Browser string `protobuf:"bytes,15,opt,name=browser,proto3" json:"browser,omitempty"`
+	// Who acquired the lease (from its bearer token or client certificate);
+	// empty when the broker runs without authentication.
+	Principal     string `protobuf:"bytes,16,opt,name=principal,proto3" json:"principal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2977,12 +2980,21 @@ func (x *LeaseInfo) GetBrowser() string {
 	return ""
 }
 
+func (x *LeaseInfo) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
 type ListLeasesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only leases with all of these labels.
 	Labels map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Only the lease holding this sticky session.
-	SessionKey    string `protobuf:"bytes,2,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
+	SessionKey string `protobuf:"bytes,2,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
+	// Only the leases of this principal.
+	Principal     string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3027,6 +3039,13 @@ func (x *ListLeasesRequest) GetLabels() map[string]string {
 func (x *ListLeasesRequest) GetSessionKey() string {
 	if x != nil {
 		return x.SessionKey
+	}
+	return ""
+}
+
+func (x *ListLeasesRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
 	}
 	return ""
 }
@@ -4162,7 +4181,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\rDrainResponse\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\x05R\x06active\"\x10\n" +
 	"\x0eUndrainRequest\"\x11\n" +
-	"\x0fUndrainResponse\"\x8d\x06\n" +
+	"\x0fUndrainResponse\"\xab\x06\n" +
 	"\tLeaseInfo\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x122\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1c.browserbroker.v1.LeaseStateR\x05state\x12?\n" +
@@ -4184,14 +4203,16 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"generation\x12+\n" +
 	"\x03age\x18\r \x01(\v2\x19.google.protobuf.DurationR\x03age\x12-\n" +
 	"\x04idle\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x04idle\x12\x18\n" +
-	"\abrowser\x18\x0f \x01(\tR\abrowser\x1a9\n" +
+	"\abrowser\x18\x0f \x01(\tR\abrowser\x12\x1c\n" +
+	"\tprincipal\x18\x10 \x01(\tR\tprincipal\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x01\n" +
 	"\x11ListLeasesRequest\x12G\n" +
 	"\x06labels\x18\x01 \x03(\v2/.browserbroker.v1.ListLeasesRequest.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vsession_key\x18\x02 \x01(\tR\n" +
-	"sessionKey\x1a9\n" +
+	"sessionKey\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
