@@ -178,6 +178,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 		c.driverDir = filepath.Join(root, ".cache", "playwright", playwrightVersion)
 	}
+	// Node resolves a relative package path from the script's folder.
+	abs, err := filepath.Abs(c.driverDir)
+	if err != nil {
+		return c, err
+	}
+	c.driverDir = abs
 	return c, nil
 }
 

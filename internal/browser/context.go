@@ -453,6 +453,9 @@ func (c *Context) classify(op string, kind errKind, pg playwright.Page, err erro
 		c.mu.Unlock()
 		return fmt.Errorf("%s: page closed: %s", op, msg)
 	}
+	if isNavigatedAway(msg) {
+		return fmt.Errorf("%s: %w: %s", op, ErrNavigated, msg)
+	}
 	switch kind {
 	case kindSelector:
 		if isSelectorError(msg) {

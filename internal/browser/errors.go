@@ -33,6 +33,11 @@ var (
 	// ErrNavigation: a navigation failed in the network stack (net::ERR_*),
 	// or was interrupted by another navigation.
 	ErrNavigation = errors.New("browser: navigation failed")
+	// ErrNavigated: the page navigated while the call ran (a navigation
+	// committed under it, such as one a script or an earlier click
+	// started), destroying the document the call worked on. Retrying is
+	// safe.
+	ErrNavigated = errors.New("browser: the page navigated during the call")
 	// ErrEvaluation: the page script threw (or did not compile).
 	ErrEvaluation = errors.New("browser: evaluation failed")
 	// ErrNotInstalled: Check found the driver or Chromium missing.
@@ -101,4 +106,12 @@ func isSelectorError(msg string) bool {
 		strings.Contains(msg, "is not a valid selector") ||
 		strings.Contains(msg, "Unexpected token") ||
 		strings.Contains(msg, "Invalid selector")
+}
+
+// isNavigatedAway tells Playwright's messages for a call whose document
+// went away under it because the page navigated.
+func isNavigatedAway(msg string) bool {
+	return strings.Contains(msg, "Execution context was destroyed") ||
+		strings.Contains(msg, "because of a navigation") ||
+		strings.Contains(msg, "Frame was detached")
 }

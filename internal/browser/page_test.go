@@ -304,6 +304,18 @@ func TestErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("the page navigates during the call", func(t *testing.T) {
+		// The script navigates the page while the call waits on the old
+		// document: a retryable conflict, not the caller's bad argument.
+		_, err := c.Evaluate(timeout(t, 10*time.Second), "() => { setTimeout(() => { location.href = '/?again' }, 100); return new Promise(() => {}) }", "")
+		if !errors.Is(err, ErrNavigated) {
+			t.Fatalf("Evaluate across a navigation = %v, want ErrNavigated", err)
+		}
+		if got := evaluate(t, c, "document.title"); got != `"Test page"` {
+			t.Fatalf("Evaluate after the navigation = %s, want the new page's title", got)
+		}
+	})
+
 	t.Run("expired context", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
