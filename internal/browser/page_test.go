@@ -307,6 +307,7 @@ func TestErrors(t *testing.T) {
 	t.Run("the page navigates during the call", func(t *testing.T) {
 		// The script navigates the page while the call waits on the old
 		// document: a retryable conflict, not the caller's bad argument.
+		navigate(t, c, site.URL("/"))
 		_, err := c.Evaluate(timeout(t, 10*time.Second), "() => { setTimeout(() => { location.href = '/?again' }, 100); return new Promise(() => {}) }", "")
 		if !errors.Is(err, ErrNavigated) {
 			t.Fatalf("Evaluate across a navigation = %v, want ErrNavigated", err)
