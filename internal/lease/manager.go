@@ -148,8 +148,8 @@ type Manager struct {
 	warmClosing int // of which being closed
 	sticky      map[string]*sticky
 	byPrincipal map[string]int // leases held or being acquired, per principal
-	memLow      bool   // Admit said no at its last call
-	memDetail   string // and why
+	memLow      bool           // Admit said no at its last call
+	memDetail   string         // and why
 	granted     uint64
 	reclaimed   [numReasons]uint64
 	duplicates  uint64
