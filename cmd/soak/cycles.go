@@ -172,13 +172,8 @@ func (s *soaker) cycle(ctx context.Context, n int, k kind) (brokerv1.ReclaimReas
 	sent := time.Now()
 	if k != kindCancel {
 		_, err := s.page.Navigate(ctx, &brokerv1.NavigateRequest{LeaseId: h.id, Url: pageURL})
-		if err != nil && (k == kindTTL || k == kindCloseSend) && status.Code(err) == codes.FailedPrecondition &&
-			strings.Contains(err.Error(), "TTL_EXPIRED") {
-			// On a machine loaded far beyond its cores the short TTL can
-			// pass between the grant and the first command: the lease
-			// expired as it should, only earlier than the cycle planned.
-			s.count(&s.expiredEarly)
-			return h.want(ctx, brokerv1.ReclaimReason_RECLAIM_REASON_TTL_EXPIRED)
+		if (k == kindTTL || k == kindCloseSend) && expiredByTTL(err) {
+			return s.expiredEarlyCycle(ctx, h)
 		}
 		if err != nil {
 			return h.endReason(ctx, fmt.Errorf("Navigate(%s) = %w", pageURL, err))
@@ -226,6 +221,9 @@ func (s *soaker) cycle(ctx context.Context, n int, k kind) (brokerv1.ReclaimReas
 		}
 		lastSent := time.Now()
 		if err := s.onePlusOne(ctx, h.id, "after a half-close"); err != nil {
+			if expiredByTTL(errors.Unwrap(err)) {
+				return s.expiredEarlyCycle(ctx, h)
+			}
 			return h.endReason(ctx, err)
 		}
 		reason, err := h.want(ctx, brokerv1.ReclaimReason_RECLAIM_REASON_TTL_EXPIRED)
@@ -358,10 +356,29 @@ func (s *soaker) cycle(ctx context.Context, n int, k kind) (brokerv1.ReclaimReas
 
 func (s *soaker) onePlusOne(ctx context.Context, id, when string) error {
 	r, err := s.page.Evaluate(ctx, &brokerv1.EvaluateRequest{LeaseId: id, Expression: "1+1"})
-	if err != nil || r.GetResultJson() != "2" {
-		return fmt.Errorf("Evaluate(1+1) %s = %v, %v; want 2", when, r, err)
+	if err != nil {
+		return fmt.Errorf("Evaluate(1+1) %s: %w", when, err)
+	}
+	if r.GetResultJson() != "2" {
+		return fmt.Errorf("Evaluate(1+1) %s = %v; want 2", when, r)
 	}
 	return nil
+}
+
+// expiredByTTL reports whether a page command failed because its lease
+// had already expired by its idle TTL.
+func expiredByTTL(err error) bool {
+	return status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "TTL_EXPIRED")
+}
+
+// expiredEarlyCycle ends a short-TTL cycle whose lease expired before a
+// command the cycle planned: on a machine loaded far beyond its cores the
+// short TTL can pass between two commands (or the grant and the first).
+// The lease expired as it should, only earlier than the cycle planned; the
+// holder must still be told TTL_EXPIRED.
+func (s *soaker) expiredEarlyCycle(ctx context.Context, h *held) (brokerv1.ReclaimReason, error) {
+	s.count(&s.expiredEarly)
+	return h.want(ctx, brokerv1.ReclaimReason_RECLAIM_REASON_TTL_EXPIRED)
 }
 
 // held is a granted lease and its stream.

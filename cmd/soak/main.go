@@ -556,7 +556,7 @@ func (r *report) print(w io.Writer) []string {
 	fmt.Fprintf(tw, "peak active / contexts / browsers / waiting\t%d / %d / %d / %d\t\n", pk.active, pk.contexts, pk.browsers, pk.waiting)
 	fmt.Fprintf(tw, "page crash detection, slowest\t%v\t\n", s.crashMax.Round(time.Millisecond))
 	fmt.Fprintf(tw, "hanging requests seen / still open\t%d / %d\t\n", r.hangTotal, r.hangOpen)
-	fmt.Fprintf(tw, "short-TTL leases expired before their first command\t%d\t\n", s.expiredEarly)
+	fmt.Fprintf(tw, "short-TTL leases expired before a planned command\t%d\t\n", s.expiredEarly)
 	fmt.Fprintf(tw, "broker RSS start / after warm-up (%d cycles) / end / peak\t%s / %s / %s / %s\t\n",
 		r.c.warmup, mb(r.base.rssKB), mb(warm.rssKB), mb(r.end.rssKB), mb(pk.rssKB))
 	fmt.Fprintf(tw, "broker threads start / end\t%d / %d\t\n", r.base.threads, r.end.threads)
