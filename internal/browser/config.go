@@ -1,9 +1,11 @@
 package browser
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -85,8 +87,22 @@ type Config struct {
 	MaxContexts int
 	// Args are extra Chromium command-line arguments.
 	Args []string
+	// DenyPrivateNetworks sends every context's traffic through a proxy of
+	// the pool's own that refuses loopback, private, link-local,
+	// unique-local, carrier-grade NAT and cloud metadata addresses (after
+	// resolving the host, any of its addresses) for navigations,
+	// redirects, subresources, workers and WebSockets alike; see policy.go.
+	// Contexts may then have no proxy of their own (ErrPolicy), and the
+	// pool launches Chromium only: no Connect sources, no other browser
+	// type. Default false.
+	DenyPrivateNetworks bool
 	// Logger receives the pool's events. Default: zap.NewNop().
 	Logger *zap.Logger
+
+	// Test hooks of the egress proxy (policy.go): nil means the real ones,
+	// net.DefaultResolver and deniedNetworks.
+	lookupHost     func(ctx context.Context, host string) ([]netip.Addr, error)
+	deniedNetworks []deniedNetwork
 }
 
 func (cfg Config) withDefaults() Config {
@@ -174,6 +190,9 @@ func checkSources(cfg Config) error {
 	}
 	if cfg.NoLocal && len(cfg.Connect) == 0 {
 		return fmt.Errorf("%w: no browser source: local launching is off and no endpoint to connect to", ErrInvalidArgument)
+	}
+	if cfg.DenyPrivateNetworks && (len(cfg.Connect) > 0 || (cfg.BrowserType != "" && cfg.BrowserType != Chromium)) {
+		return fmt.Errorf("%w: deny private networks needs local Chromium: remote browsers cannot reach the broker's egress proxy, and other engines are untested", ErrInvalidArgument)
 	}
 	if cfg.BrowserMaxContexts < 0 || cfg.BrowserMaxAge < 0 {
 		return fmt.Errorf("%w: negative browser max contexts or max age", ErrInvalidArgument)

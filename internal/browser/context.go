@@ -22,9 +22,10 @@ const targetClosedSettle = 500 * time.Millisecond
 // Its commands run one at a time (callers serialize them; a second command
 // waits for the first). Close may be called at any time, from any goroutine.
 type Context struct {
-	pool *Pool
-	br   *browser
-	bc   playwright.BrowserContext
+	pool   *Pool
+	br     *browser
+	bc     playwright.BrowserContext
+	egress *egressProxy // its own proxy under Config.DenyPrivateNetworks; else nil
 
 	cmd       chan struct{} // held by the running command
 	lost      chan struct{} // closed once, by markLost
@@ -154,6 +155,7 @@ func (c *Context) close(limit time.Duration) {
 		c.pool.retire(c.br, c)
 		err = fmt.Errorf("close context: %w: close took over %s; browser retired", ErrTimeout, limit)
 	}
+	c.egress.close(limit)
 	c.pool.contextClosed(c)
 	c.closeErr = err
 	close(c.closeDone)
@@ -409,6 +411,9 @@ func (c *Context) classify(op string, kind errKind, pg playwright.Page, err erro
 	if serr := c.stateErr(op); serr != nil {
 		return serr
 	}
+	if errors.Is(err, ErrTooLarge) {
+		return fmt.Errorf("%s: %w", op, err) // the call's own refusal
+	}
 	msg := shortMessage(err)
 	inst := c.br.inst
 	if isConnectionError(err) {
@@ -458,11 +463,17 @@ func (c *Context) classify(op string, kind errKind, pg playwright.Page, err erro
 	}
 	switch kind {
 	case kindSelector:
-		if isSelectorError(msg) {
+		// A bad selector, or an element the command cannot act on (a fill
+		// of a heading, an unknown key): the request's fault.
+		var pe *playwright.Error
+		if isSelectorError(msg) || errors.As(err, &pe) {
 			return fmt.Errorf("%s: %w: %s", op, ErrInvalidArgument, msg)
 		}
 	case kindNavigate:
 		switch {
+		case strings.Contains(msg, "net::ERR_UNSAFE_REDIRECT"):
+			// A redirect to a scheme a web page may not open (policy.go).
+			return fmt.Errorf("%s: %w: %s", op, ErrPolicy, msg)
 		case strings.Contains(msg, "net::ERR_"), strings.Contains(msg, "interrupted by another navigation"),
 			strings.Contains(msg, "Download is starting"):
 			return fmt.Errorf("%s: %w: %s", op, ErrNavigation, msg)
@@ -472,7 +483,7 @@ func (c *Context) classify(op string, kind errKind, pg playwright.Page, err erro
 	case kindEvaluate:
 		var pe *playwright.Error
 		if errors.As(err, &pe) {
-			return fmt.Errorf("%s: %w: %s", op, ErrEvaluation, msg)
+			return fmt.Errorf("%s: %w: %s", op, ErrEvaluation, scriptMessage(pe))
 		}
 	case kindCookies:
 		var pe *playwright.Error
@@ -503,6 +514,7 @@ func (c *Context) Navigate(ctx context.Context, url string, o NavigateOptions) (
 		return NavigateResult{}, fmt.Errorf("%s: %w", op, err)
 	}
 	var out NavigateResult
+	mark := c.egress.denialMark()
 	err = c.do(ctx, op, pageCall, kindNavigate, func(pg playwright.Page, timeout float64) error {
 		opts := playwright.PageGotoOptions{Timeout: &timeout, WaitUntil: waitUntil}
 		if o.Referer != "" {
@@ -526,6 +538,14 @@ func (c *Context) Navigate(ctx context.Context, url string, o NavigateOptions) (
 	if err != nil {
 		if errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			c.stopLoading()
+		}
+		if errors.Is(err, ErrNavigation) {
+			// The network error of a request the egress refused (the page
+			// or a leg of its redirects) says only "tunnel failed" or
+			// "empty response": say why.
+			if why := c.egress.deniedSince(mark); why != "" {
+				return NavigateResult{}, fmt.Errorf("%s: %w: %s", op, ErrPolicy, why)
+			}
 		}
 		return NavigateResult{}, err
 	}
@@ -725,7 +745,37 @@ func (c *Context) Text(ctx context.Context, selector string) ([]string, error) {
 	return out, nil
 }
 
-// Screenshot captures the viewport (or the whole page) as PNG or JPEG.
+// MaxScreenshotSide bounds a full-page screenshot: a page wider or longer
+// than this, in CSS pixels, is refused with ErrTooLarge, as its image would
+// cost hundreds of megabytes in Chromium and the driver.
+const MaxScreenshotSide = 16384
+
+// checkFullPage refuses a full-page screenshot of a page over
+// MaxScreenshotSide. It asks Chromium for the page's size (DevTools
+// Page.getLayoutMetrics), which the page's scripts cannot fake; a browser
+// without DevTools is not checked.
+func (c *Context) checkFullPage(pg playwright.Page) error {
+	s, err := c.bc.NewCDPSession(pg)
+	if err != nil {
+		return nil
+	}
+	defer s.Detach()
+	res, err := s.Send("Page.getLayoutMetrics", nil)
+	if err != nil {
+		return err
+	}
+	size, _ := res.(map[string]any)["cssContentSize"].(map[string]any)
+	w, _ := size["width"].(float64)
+	h, _ := size["height"].(float64)
+	if w > MaxScreenshotSide || h > MaxScreenshotSide {
+		return fmt.Errorf("%w: the full page is %.0fx%.0f CSS pixels, over the limit of %d a side; take the viewport instead",
+			ErrTooLarge, w, h, MaxScreenshotSide)
+	}
+	return nil
+}
+
+// Screenshot captures the viewport (or the whole page, up to
+// MaxScreenshotSide) as PNG or JPEG.
 func (c *Context) Screenshot(ctx context.Context, o ScreenshotOptions) ([]byte, error) {
 	const op = "screenshot"
 	opts := playwright.PageScreenshotOptions{FullPage: playwright.Bool(o.FullPage)}
@@ -748,6 +798,11 @@ func (c *Context) Screenshot(ctx context.Context, o ScreenshotOptions) ([]byte, 
 	}
 	var out []byte
 	err := c.do(ctx, op, pageCall, kindPlain, func(pg playwright.Page, timeout float64) error {
+		if o.FullPage {
+			if err := c.checkFullPage(pg); err != nil {
+				return err
+			}
+		}
 		opts.Timeout = &timeout
 		var err error
 		out, err = pg.Screenshot(opts)

@@ -38,6 +38,13 @@ var (
 	// started), destroying the document the call worked on. Retrying is
 	// safe.
 	ErrNavigated = errors.New("browser: the page navigated during the call")
+	// ErrPolicy: the navigation policy refused a request (Config.
+	// DenyPrivateNetworks, or Chromium's refusal of a redirect to a
+	// non-web scheme) or a context option that would bypass it.
+	ErrPolicy = errors.New("browser: refused by policy")
+	// ErrTooLarge: a result would be too large to make or send, such as a
+	// full-page screenshot of a page over MaxScreenshotSide.
+	ErrTooLarge = errors.New("browser: too large")
 	// ErrEvaluation: the page script threw (or did not compile).
 	ErrEvaluation = errors.New("browser: evaluation failed")
 	// ErrNotInstalled: Check found the driver or Chromium missing.
@@ -73,6 +80,23 @@ func shortMessage(err error) string {
 		msg = msg[:cut] + "…"
 	}
 	return msg
+}
+
+// scriptMessage is the message of a page script's error, all its lines
+// but without its stack: the frames name the scripts of the pages a lease
+// visits and the broker's own evaluation wrapper, not the caller's code.
+func scriptMessage(pe *playwright.Error) string {
+	var lines []string
+	for _, line := range strings.Split(pe.Message, "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "at ") && t != line {
+			break // the stack: "    at f (https://x/app.js:1:2)"
+		}
+		if t != "" {
+			lines = append(lines, t)
+		}
+	}
+	return shortMessage(errors.New(strings.Join(lines, " ")))
 }
 
 // ctxError is the error of an operation cut short by ctx: it wraps ctx.Err()

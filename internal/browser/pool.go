@@ -70,6 +70,8 @@ type Stats struct {
 	Sources []SourceStats
 	// Blocked counts requests aborted by contexts' BlockOptions.
 	Blocked uint64
+	// PolicyDenied counts requests refused by Config.DenyPrivateNetworks.
+	PolicyDenied uint64
 }
 
 // Processes are the pids of the pool's processes, for tests and operators.
@@ -117,6 +119,8 @@ type Pool struct {
 	stats     Stats                 // counters only; gauges are computed
 	now       func() time.Time      // the clock of browser ages; tests move it
 	blocked   atomic.Uint64         // Stats.Blocked, bumped by route handlers (block.go)
+	egress    *egressPolicy         // nil unless Config.DenyPrivateNetworks (policy.go)
+	denied    atomic.Uint64         // Stats.PolicyDenied, bumped by the egress proxies
 
 	warm         []*Context    // made ahead with default options, nobody's yet (warm.go)
 	warmCreating int           // warm contexts being made
@@ -186,6 +190,7 @@ func NewPool(ctx context.Context, cfg Config) (*Pool, error) {
 		contexts:  map[*Context]struct{}{},
 		warmKick:  make(chan struct{}, 1),
 	}
+	p.egress = newEgressPolicy(cfg, &p.denied)
 	if cfg.local() {
 		p.local = &source{name: localSourceName}
 	}
@@ -302,6 +307,7 @@ func (p *Pool) Stats() Stats {
 	}
 	s.Sources = p.sourceStatsLocked()
 	s.Blocked = p.blocked.Load()
+	s.PolicyDenied = p.denied.Load()
 	return s
 }
 
@@ -383,6 +389,9 @@ func (p *Pool) Processes() Processes {
 func (p *Pool) NewContext(ctx context.Context, opts ContextOptions) (*Context, error) {
 	pwOpts, err := opts.playwright()
 	if err != nil {
+		return nil, err
+	}
+	if err := p.egress.checkOptions(opts); err != nil {
 		return nil, err
 	}
 	if p.cfg.Warm > 0 && opts.isDefault() {
@@ -570,6 +579,11 @@ func (p *Pool) launchBrowser() error {
 			"--disable-gpu", "--disable-quic", "--disable-background-networking",
 			"--disable-component-update", "--disable-sync", "--no-first-run",
 		}, p.cfg.Args...)
+		if p.egress != nil {
+			// Last, so that it wins: WebRTC may send no UDP outside the
+			// egress proxy (policy.go).
+			opts.Args = append(opts.Args, "--webrtc-ip-handling-policy=disable_non_proxied_udp")
+		}
 		what += " " + p.cfg.ExecutablePath
 	}
 	start := time.Now()
@@ -972,15 +986,31 @@ func (p *Pool) open(ctx context.Context, br *browser, opts playwright.BrowserNew
 // create makes the BrowserContext and its page and registers the Context on
 // br. On failure it gives the reservation back.
 func (p *Pool) create(br *browser, opts playwright.BrowserNewContextOptions) (*Context, error) {
-	bc, err := br.b.NewContext(opts)
+	var egress *egressProxy // the context's own proxy (policy.go)
+	var err error
+	if p.egress != nil {
+		if egress, err = p.egress.listen(); err != nil {
+			err = fmt.Errorf("new context: %w", err)
+		} else {
+			opts.Proxy = egress.proxyOption()
+		}
+	}
+	var bc playwright.BrowserContext
+	if err == nil {
+		if bc, err = br.b.NewContext(opts); err != nil {
+			err = p.createError(br, err)
+			egress.close(p.cfg.CloseTimeout)
+		}
+	}
 	if err != nil {
 		p.mu.Lock()
 		br.reserved--
 		p.closeIfDrainedLocked(br)
 		p.mu.Unlock()
-		return nil, p.createError(br, err)
+		return nil, err
 	}
 	c := newContext(p, br, bc)
+	c.egress = egress
 	p.mu.Lock()
 	br.reserved--
 	br.created++
