@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
@@ -17,8 +19,24 @@ type adminService struct {
 	s *Server
 }
 
+// admin fails unless the caller has the admin role. The interceptor
+// checks it first; this keeps AdminService closed if it ever runs without.
+func (s *Server) admin(ctx context.Context) error {
+	p, err := s.caller(ctx)
+	if err != nil {
+		return err
+	}
+	if p.Role != RoleAdmin {
+		return status.Errorf(codes.PermissionDenied, "AdminService needs the admin role; principal %q has the %s role", p.Name, p.Role)
+	}
+	return nil
+}
+
 func (as *adminService) ListLeases(ctx context.Context, req *brokerv1.ListLeasesRequest) (*brokerv1.ListLeasesResponse, error) {
-	infos := as.s.leases.List(lease.Filter{Labels: req.GetLabels(), SessionKey: req.GetSessionKey()})
+	if err := as.s.admin(ctx); err != nil {
+		return nil, err
+	}
+	infos := as.s.leases.List(lease.Filter{Labels: req.GetLabels(), SessionKey: req.GetSessionKey(), Principal: req.GetPrincipal()})
 	out := make([]*brokerv1.LeaseInfo, len(infos))
 	for i, info := range infos {
 		out[i] = leaseInfo(info)
@@ -27,6 +45,9 @@ func (as *adminService) ListLeases(ctx context.Context, req *brokerv1.ListLeases
 }
 
 func (as *adminService) GetLease(ctx context.Context, req *brokerv1.GetLeaseRequest) (*brokerv1.GetLeaseResponse, error) {
+	if err := as.s.admin(ctx); err != nil {
+		return nil, err
+	}
 	if req.GetLeaseId() == "" {
 		return nil, invalid("lease_id must not be empty")
 	}
@@ -38,6 +59,9 @@ func (as *adminService) GetLease(ctx context.Context, req *brokerv1.GetLeaseRequ
 }
 
 func (as *adminService) RevokeLease(ctx context.Context, req *brokerv1.RevokeLeaseRequest) (*brokerv1.RevokeLeaseResponse, error) {
+	if err := as.s.admin(ctx); err != nil {
+		return nil, err
+	}
 	if req.GetLeaseId() == "" {
 		return nil, invalid("lease_id must not be empty")
 	}
@@ -57,6 +81,9 @@ func (as *adminService) RevokeLease(ctx context.Context, req *brokerv1.RevokeLea
 }
 
 func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequest) (*brokerv1.GetStatsResponse, error) {
+	if err := as.s.admin(ctx); err != nil {
+		return nil, err
+	}
 	st := as.s.leases.Stats()
 	out := &brokerv1.GetStatsResponse{
 		Capacity:            int32(st.Capacity),
@@ -102,18 +129,27 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 }
 
 func (as *adminService) Drain(ctx context.Context, req *brokerv1.DrainRequest) (*brokerv1.DrainResponse, error) {
+	if err := as.s.admin(ctx); err != nil {
+		return nil, err
+	}
 	as.s.leases.Drain(true)
 	as.s.setLeaseServing(false)
 	return &brokerv1.DrainResponse{Active: int32(as.s.leases.Stats().Active)}, nil
 }
 
 func (as *adminService) Undrain(ctx context.Context, req *brokerv1.UndrainRequest) (*brokerv1.UndrainResponse, error) {
+	if err := as.s.admin(ctx); err != nil {
+		return nil, err
+	}
 	as.s.leases.Drain(false)
 	as.s.setLeaseServing(true)
 	return &brokerv1.UndrainResponse{}, nil
 }
 
 func (as *adminService) ListSessions(ctx context.Context, req *brokerv1.ListSessionsRequest) (*brokerv1.ListSessionsResponse, error) {
+	if err := as.s.admin(ctx); err != nil {
+		return nil, err
+	}
 	byKey := make(map[string]*brokerv1.SessionInfo)
 	var out []*brokerv1.SessionInfo
 	if store := as.s.cfg.Sessions; store != nil {
@@ -149,6 +185,9 @@ func (as *adminService) ListSessions(ctx context.Context, req *brokerv1.ListSess
 }
 
 func (as *adminService) DeleteSession(ctx context.Context, req *brokerv1.DeleteSessionRequest) (*brokerv1.DeleteSessionResponse, error) {
+	if err := as.s.admin(ctx); err != nil {
+		return nil, err
+	}
 	if req.GetSessionKey() == "" {
 		return nil, invalid("session_key must not be empty")
 	}

@@ -2,9 +2,14 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"net/url"
+	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -13,7 +18,9 @@ import (
 	"github.com/browserbroker/broker/internal/lease"
 )
 
-// Limits on what a client may send; beyond them: INVALID_ARGUMENT.
+// Limits on what a client may send; beyond them: INVALID_ARGUMENT. The
+// README's "Limits" table lists them all, with those of page_service.go,
+// the lease manager's and gRPC's.
 const (
 	maxLabels        = 32
 	maxLabelKey      = 63
@@ -24,6 +31,26 @@ const (
 	maxHeaderBytes   = 8 << 10
 	maxSelectorBytes = 4 << 10
 	maxURLBytes      = 8 << 10
+	// maxDevicePixels bounds a viewport side times the device scale
+	// factor: Chromium's largest texture, beyond which pages and
+	// screenshots fail or cost gigabytes.
+	maxDevicePixels = 16384
+	// maxUserAgentBytes bounds user_agent; maxLocaleBytes locale and
+	// timezone_id; maxProxyField the proxy's username and password.
+	maxUserAgentBytes = 1 << 10
+	maxLocaleBytes    = 64
+	maxProxyField     = 1 << 10
+	// maxCookieBytes bounds a cookie's name and value together, as
+	// browsers do; maxCookieAttr its domain and path, each.
+	maxCookieBytes = 4 << 10
+	maxCookieAttr  = 1 << 10
+	// maxCookieURLs bounds the URLs of one GetCookies.
+	maxCookieURLs = 100
+	// maxResponseBytes bounds what a page command returns (an Evaluate
+	// result, Content's HTML, Text's texts, a screenshot): beyond it the
+	// command fails with RESOURCE_EXHAUSTED instead of sending a message
+	// that clients refuse at their default 4 MiB receive limit.
+	maxResponseBytes = 4_000_000
 )
 
 // duration converts an optional API duration: unset is zero, negative or
@@ -85,16 +112,30 @@ func contextOptions(c *brokerv1.ContextOptions) (browser.ContextOptions, error) 
 		}
 		o.Viewport = &browser.Viewport{Width: int(v.Width), Height: int(v.Height)}
 	}
-	if f := c.GetDeviceScaleFactor(); f < 0 || f > maxScaleFactor {
+	f := c.GetDeviceScaleFactor()
+	if !(f >= 0 && f <= maxScaleFactor) { // NaN too
 		return o, invalid(fmt.Sprintf("device_scale_factor must be 0-%d, got %v", maxScaleFactor, f))
+	}
+	if v := c.GetViewport(); v != nil && float64(max(v.Width, v.Height))*max(f, 1) > maxDevicePixels {
+		return o, invalid(fmt.Sprintf("viewport %dx%d at device_scale_factor %v is over %d device pixels a side",
+			v.Width, v.Height, f, maxDevicePixels))
+	}
+	if len(c.GetUserAgent()) > maxUserAgentBytes {
+		return o, invalid(fmt.Sprintf("user_agent longer than %d bytes", maxUserAgentBytes))
+	}
+	if len(c.GetLocale()) > maxLocaleBytes || len(c.GetTimezoneId()) > maxLocaleBytes {
+		return o, invalid(fmt.Sprintf("locale and timezone_id must be at most %d bytes", maxLocaleBytes))
 	}
 	if len(c.GetExtraHttpHeaders()) > maxHeaders {
 		return o, invalid(fmt.Sprintf("at most %d extra_http_headers", maxHeaders))
 	}
 	size := 0
 	for k, v := range c.GetExtraHttpHeaders() {
-		if k == "" {
-			return o, invalid("extra_http_headers: empty header name")
+		if !validHeaderName(k) {
+			return o, invalid(fmt.Sprintf("extra_http_headers: %.70q is not a header name", k))
+		}
+		if !validHeaderValue(v) {
+			return o, invalid(fmt.Sprintf("extra_http_headers: the value of %s holds a control character", k))
 		}
 		size += len(k) + len(v)
 	}
@@ -103,8 +144,11 @@ func contextOptions(c *brokerv1.ContextOptions) (browser.ContextOptions, error) 
 	}
 	if p := c.GetProxy(); p != nil {
 		u, err := url.Parse(p.GetServer())
-		if p.GetServer() == "" || err != nil || u.Host == "" {
-			return o, invalid("proxy.server must be a URL such as http://host:3128 or socks5://host:1080")
+		if p.GetServer() == "" || len(p.GetServer()) > maxURLBytes || err != nil || u.Host == "" {
+			return o, invalid(fmt.Sprintf("proxy.server must be a URL of at most %d bytes such as http://host:3128 or socks5://host:1080", maxURLBytes))
+		}
+		if len(p.GetUsername()) > maxProxyField || len(p.GetPassword()) > maxProxyField || len(p.GetBypass()) > maxURLBytes {
+			return o, invalid(fmt.Sprintf("proxy: username and password must be at most %d bytes, bypass at most %d", maxProxyField, maxURLBytes))
 		}
 		o.Proxy = &browser.Proxy{Server: p.GetServer(), Username: p.GetUsername(), Password: p.GetPassword(), Bypass: p.GetBypass()}
 	}
@@ -151,6 +195,7 @@ func leaseInfo(i lease.Info) *brokerv1.LeaseInfo {
 		Ttl:            durationpb.New(i.TTL),
 		State:          brokerv1.LeaseState_LEASE_STATE_ACTIVE,
 		SessionKey:     i.SessionKey,
+		Principal:      i.Principal,
 		Generation:     i.Generation,
 		Age:            durationpb.New(time.Since(i.GrantedAt)),
 		Idle:           durationpb.New(time.Since(i.LastActivity)),
@@ -178,11 +223,77 @@ func checkURL(raw string) error {
 }
 
 func checkSelector(s string) error {
-	if s == "" {
+	if strings.TrimSpace(s) == "" {
 		return invalid("selector must not be empty")
 	}
 	if len(s) > maxSelectorBytes {
 		return invalid(fmt.Sprintf("selector longer than %d bytes", maxSelectorBytes))
 	}
 	return nil
+}
+
+// checkReferer accepts no referer, or one checkURL accepts.
+func checkReferer(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	if err := checkURL(raw); err != nil {
+		return invalid("referer: " + status.Convert(err).Message())
+	}
+	return nil
+}
+
+// checkCookie checks what the browser would refuse, or silently drop, in a
+// cookie to set; SetCookies checks the rest.
+func checkCookie(i int, c *brokerv1.Cookie) error {
+	if len(c.GetName())+len(c.GetValue()) > maxCookieBytes {
+		return invalid(fmt.Sprintf("cookie %d: name and value must be at most %d bytes together", i, maxCookieBytes))
+	}
+	if len(c.GetDomain()) > maxCookieAttr || len(c.GetPath()) > maxCookieAttr {
+		return invalid(fmt.Sprintf("cookie %d: domain and path must be at most %d bytes each", i, maxCookieAttr))
+	}
+	if c.GetUrl() != "" && c.GetPath() != "" {
+		return invalid(fmt.Sprintf("cookie %d: set either url, or domain and path", i))
+	}
+	if p := c.GetPath(); p != "" && !strings.HasPrefix(p, "/") {
+		return invalid(fmt.Sprintf("cookie %d: path must start with /", i))
+	}
+	if e := c.GetExpires(); math.IsNaN(e) || math.IsInf(e, 0) {
+		return invalid(fmt.Sprintf("cookie %d: expires must be a number of seconds", i))
+	}
+	return nil
+}
+
+// checkResponse refuses a response over maxResponseBytes. what names its
+// content in the message.
+func checkResponse(what string, m proto.Message) error {
+	if n := proto.Size(m); n > maxResponseBytes {
+		return status.Error(codes.ResourceExhausted, fmt.Sprintf("response too large (%s): %d bytes, over the limit of %d bytes", what, n, maxResponseBytes))
+	}
+	return nil
+}
+
+// validHeaderName reports an HTTP header name: an RFC 9110 token.
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c >= 0x80 || c <= ' ' || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports a header value with no control character but
+// tab.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }

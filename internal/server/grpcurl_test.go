@@ -2,7 +2,6 @@ package server
 
 import (
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,16 +12,7 @@ import (
 // grpcurl, the operators' tool, lists and describes every service through
 // reflection.
 func TestGrpcurlListAndDescribe(t *testing.T) {
-	bin := os.Getenv("GRPCURL")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("grpcurl"); err != nil {
-			if os.Getenv("BROKER_REQUIRE_BROWSER") != "" {
-				t.Fatal("grpcurl not found: set GRPCURL (make test does)")
-			}
-			t.Skip("grpcurl not installed; run `make test`")
-		}
-	}
+	bin := needGrpcurl(t)
 	pool := needBrowser(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -3,12 +3,14 @@ package server
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,7 +41,7 @@ var (
 func TestMain(m *testing.M) {
 	site = httptest.NewServer(testSite())
 	cfg, err := browserConfig()
-	if err == nil {
+	if err == nil && !fuzzing() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		sharedPool, err = browser.NewPool(ctx, cfg)
 		cancel()
@@ -65,6 +67,14 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// fuzzing reports a run with -test.fuzz: the fuzz coordinator and each of
+// its workers run TestMain, and the fuzz targets need no browser.
+func fuzzing() bool {
+	flag.Parse()
+	f := flag.Lookup("test.fuzz")
+	return f != nil && f.Value.String() != ""
 }
 
 func goleakOptions() []goleak.Option {
@@ -100,6 +110,24 @@ func needBrowser(t testing.TB) *browser.Pool {
 		t.Skip(skipReason)
 	}
 	return sharedPool
+}
+
+// needGrpcurl returns the grpcurl binary: $GRPCURL (make test sets it),
+// else one on $PATH. Without one the test is skipped, or fails when
+// BROKER_REQUIRE_BROWSER says everything must be there.
+func needGrpcurl(t testing.TB) string {
+	t.Helper()
+	if bin := os.Getenv("GRPCURL"); bin != "" {
+		return bin
+	}
+	bin, err := exec.LookPath("grpcurl")
+	if err != nil {
+		if os.Getenv("BROKER_REQUIRE_BROWSER") != "" {
+			t.Fatal("grpcurl not found: set GRPCURL (make test does)")
+		}
+		t.Skip("grpcurl not installed; run `make test`")
+	}
+	return bin
 }
 
 // testSite serves the pages the tests drive.

@@ -2,7 +2,9 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,6 +28,10 @@ type leaseService struct {
 func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 	s := ls.s
 	ctx := stream.Context()
+	caller, err := s.caller(ctx)
+	if err != nil {
+		return err
+	}
 	first, err := stream.Recv()
 	switch {
 	case errors.Is(err, io.EOF):
@@ -43,6 +49,13 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 	req, err := acquireRequest(acq)
 	if err != nil {
 		return err
+	}
+	if err := ownSessionKey(&req, caller.Name); err != nil {
+		return err
+	}
+	req.Principal = caller.Name
+	if err := s.acquires.allow(caller.Name); err != nil {
+		return toStatus(s.log, err)
 	}
 	asked := time.Now()
 	l, err := s.leases.Acquire(ctx, req, func(pos int) {
@@ -135,7 +148,29 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 		r, msg := l.Reason() // waits until the reclaim is complete
 		// The stream may be gone already; the lease is reclaimed either way.
 		_ = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Revoked{
-			Revoked: &brokerv1.Revoked{Reason: reason(r), Message: msg}}})
+			Revoked: &brokerv1.Revoked{Reason: reason(r), Message: clientMessage(msg)}}})
 		return nil
 	}
+}
+
+// ownSessionKey makes a sticky session's key the principal's own, so that
+// two principals naming the same key get two sessions, and one cannot
+// take over another's cookies and storage: the key is prefixed with the
+// quoted principal name (`"alice"shop-1`), which is how AdminService
+// shows and takes it. The anonymous principal's keys stay as they are.
+func ownSessionKey(req *lease.AcquireRequest, principal string) error {
+	if principal == "" || req.SessionKey == "" {
+		return nil
+	}
+	prefix := strconv.Quote(principal)
+	if len(prefix)+len(req.SessionKey) > lease.MaxSessionKey {
+		return invalid(fmt.Sprintf("session_key is %d bytes, over the %d left to principal %s (%d in all, with the principal's name)",
+			len(req.SessionKey), lease.MaxSessionKey-len(prefix), prefix, lease.MaxSessionKey))
+	}
+	req.SessionKey = prefix + req.SessionKey
+	if spec, ok := req.Spec.(sessionSpec); ok {
+		spec.Key = req.SessionKey
+		req.Spec = spec
+	}
+	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
@@ -24,8 +26,12 @@ type pageService struct {
 }
 
 // run runs fn on the lease's page, after the lease's earlier commands,
-// within the command's time limit.
+// within the command's time limit, if the caller holds the lease.
 func (ps *pageService) run(ctx context.Context, id string, timeout *durationpb.Duration, fn func(ctx context.Context, p Page) error) error {
+	p, err := ps.s.caller(ctx)
+	if err != nil {
+		return err
+	}
 	if id == "" {
 		return invalid("lease_id must not be empty")
 	}
@@ -35,7 +41,8 @@ func (ps *pageService) run(ctx context.Context, id string, timeout *durationpb.D
 	}
 	ctx, cancel := ps.s.commandContext(ctx, d)
 	defer cancel()
-	err = ps.s.leases.Do(ctx, id, func(ctx context.Context, sess lease.Session) error {
+	// Another principal's lease is not found, exactly as an unknown one.
+	err = ps.s.leases.DoAs(ctx, p.Name, id, func(ctx context.Context, sess lease.Session) error {
 		p, ok := sess.(Page)
 		if !ok {
 			return fmt.Errorf("server: session %T has no page", sess)
@@ -55,6 +62,9 @@ var waitUntil = map[brokerv1.WaitUntil]string{
 
 func (ps *pageService) Navigate(ctx context.Context, req *brokerv1.NavigateRequest) (*brokerv1.NavigateResponse, error) {
 	if err := checkURL(req.GetUrl()); err != nil {
+		return nil, err
+	}
+	if err := checkReferer(req.GetReferer()); err != nil {
 		return nil, err
 	}
 	wu, ok := waitUntil[req.GetWaitUntil()]
@@ -145,6 +155,9 @@ func (ps *pageService) WaitForSelector(ctx context.Context, req *brokerv1.WaitFo
 }
 
 func (ps *pageService) Evaluate(ctx context.Context, req *brokerv1.EvaluateRequest) (*brokerv1.EvaluateResponse, error) {
+	if ps.s.cfg.DisableEvaluate {
+		return nil, status.Error(codes.PermissionDenied, "Evaluate is disabled on this broker")
+	}
 	if req.GetExpression() == "" {
 		return nil, invalid("expression must not be empty")
 	}
@@ -162,7 +175,11 @@ func (ps *pageService) Evaluate(ctx context.Context, req *brokerv1.EvaluateReque
 	if err != nil {
 		return nil, err
 	}
-	return &brokerv1.EvaluateResponse{ResultJson: result}, nil
+	resp := &brokerv1.EvaluateResponse{ResultJson: result}
+	if err := checkResponse("the result", resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (ps *pageService) Content(ctx context.Context, req *brokerv1.ContentRequest) (*brokerv1.ContentResponse, error) {
@@ -174,7 +191,11 @@ func (ps *pageService) Content(ctx context.Context, req *brokerv1.ContentRequest
 	if err != nil {
 		return nil, err
 	}
-	return &brokerv1.ContentResponse{Html: html}, nil
+	resp := &brokerv1.ContentResponse{Html: html}
+	if err := checkResponse("the HTML", resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (ps *pageService) Text(ctx context.Context, req *brokerv1.TextRequest) (*brokerv1.TextResponse, error) {
@@ -189,7 +210,11 @@ func (ps *pageService) Text(ctx context.Context, req *brokerv1.TextRequest) (*br
 	if err != nil {
 		return nil, err
 	}
-	return &brokerv1.TextResponse{Texts: texts}, nil
+	resp := &brokerv1.TextResponse{Texts: texts}
+	if err := checkResponse("the texts", resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (ps *pageService) Screenshot(ctx context.Context, req *brokerv1.ScreenshotRequest) (*brokerv1.ScreenshotResponse, error) {
@@ -215,10 +240,17 @@ func (ps *pageService) Screenshot(ctx context.Context, req *brokerv1.ScreenshotR
 	if err != nil {
 		return nil, err
 	}
-	return &brokerv1.ScreenshotResponse{Data: data, Format: out}, nil
+	resp := &brokerv1.ScreenshotResponse{Data: data, Format: out}
+	if err := checkResponse("the image", resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (ps *pageService) GetCookies(ctx context.Context, req *brokerv1.GetCookiesRequest) (*brokerv1.GetCookiesResponse, error) {
+	if len(req.GetUrls()) > maxCookieURLs {
+		return nil, invalid(fmt.Sprintf("at most %d urls, got %d", maxCookieURLs, len(req.GetUrls())))
+	}
 	for _, u := range req.GetUrls() {
 		if err := checkURL(u); err != nil {
 			return nil, err
@@ -237,7 +269,11 @@ func (ps *pageService) GetCookies(ctx context.Context, req *brokerv1.GetCookiesR
 		out[i] = &brokerv1.Cookie{Name: c.Name, Value: c.Value, Domain: c.Domain, Path: c.Path,
 			Expires: c.Expires, HttpOnly: c.HTTPOnly, Secure: c.Secure, SameSite: c.SameSite}
 	}
-	return &brokerv1.GetCookiesResponse{Cookies: out}, nil
+	resp := &brokerv1.GetCookiesResponse{Cookies: out}
+	if err := checkResponse("the cookies", resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 func (ps *pageService) SetCookies(ctx context.Context, req *brokerv1.SetCookiesRequest) (*brokerv1.SetCookiesResponse, error) {
@@ -248,6 +284,9 @@ func (ps *pageService) SetCookies(ctx context.Context, req *brokerv1.SetCookiesR
 	for i, c := range req.GetCookies() {
 		if c.GetName() == "" {
 			return nil, invalid(fmt.Sprintf("cookie %d: name must not be empty", i))
+		}
+		if err := checkCookie(i, c); err != nil {
+			return nil, err
 		}
 		if (c.GetUrl() == "") == (c.GetDomain() == "") {
 			return nil, invalid(fmt.Sprintf("cookie %q: set either url, or domain (with path)", c.GetName()))

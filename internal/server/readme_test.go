@@ -46,13 +46,7 @@ func readmeRecipes(t *testing.T) []string {
 // Every grpcurl recipe in the README runs against a real broker and does
 // what the README says.
 func TestReadmeGrpcurlRecipes(t *testing.T) {
-	bin := os.Getenv("GRPCURL")
-	if bin == "" {
-		if os.Getenv("BROKER_REQUIRE_BROWSER") != "" {
-			t.Fatal("GRPCURL not set (make test sets it)")
-		}
-		t.Skip("GRPCURL not set; run `make test`")
-	}
+	bin := needGrpcurl(t)
 	pool := needBrowser(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

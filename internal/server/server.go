@@ -33,6 +33,23 @@ type Config struct {
 	MemoryAvailable func() uint64
 	// Metrics, when set, observes grant waits and command durations.
 	Metrics *Metrics
+	// DisableEvaluate refuses PageService.Evaluate with PERMISSION_DENIED:
+	// clients then cannot run their own scripts in pages. Default false.
+	DisableEvaluate bool
+	// Auth authenticates every call but health checks and reflection
+	// (NewGRPCServer installs it): callers are principals that see and use only their own
+	// leases, and AdminService needs the admin role. Nil: no
+	// authentication; every caller is the anonymous principal "", which
+	// may call everything.
+	Auth *Auth
+	// AcquireRate is how many acquires a second each principal may start,
+	// with bursts of AcquireBurst (default: AcquireRate rounded up);
+	// beyond it acquires fail with RESOURCE_EXHAUSTED. The anonymous
+	// principal is not limited. 0: no limit.
+	AcquireRate  float64
+	AcquireBurst int
+	// Now is the clock of the acquire rate limit; nil: time.Now.
+	Now func() time.Time
 	// Logger; nil: no logs.
 	Logger *zap.Logger
 }
@@ -44,10 +61,11 @@ type SessionRecords interface {
 
 // Server implements the three browserbroker.v1 services.
 type Server struct {
-	cfg    Config
-	leases *lease.Manager
-	log    *zap.Logger
-	health *health.Server // set by NewGRPCServer
+	cfg      Config
+	leases   *lease.Manager
+	log      *zap.Logger
+	health   *health.Server  // set by NewGRPCServer
+	acquires *acquireLimiter // nil: no rate limit
 }
 
 // setLeaseServing reports the lease service's readiness to health checks.
@@ -82,10 +100,13 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Server{cfg: cfg, leases: cfg.Leases, log: cfg.Logger}
+	return &Server{cfg: cfg, leases: cfg.Leases, log: cfg.Logger,
+		acquires: newAcquireLimiter(cfg.AcquireRate, cfg.AcquireBurst, cfg.Now)}
 }
 
-// Register registers the services on a gRPC server.
+// Register registers the services on a gRPC server. Authentication and
+// the admin role check are NewGRPCServer's interceptors: with Config.Auth
+// set, services registered without them refuse every lease and page call.
 func (s *Server) Register(g grpc.ServiceRegistrar) {
 	brokerv1.RegisterLeaseServiceServer(g, &leaseService{s: s})
 	brokerv1.RegisterPageServiceServer(g, &pageService{s: s})
