@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"sync"
 	"time"
 
@@ -62,6 +63,33 @@ func (f dialOptionFunc) applyDial(c *dialConfig) { f(c) }
 func WithTransportCredentials(creds credentials.TransportCredentials) Option {
 	return dialOptionFunc(func(c *dialConfig) { c.creds = creds })
 }
+
+// WithTLS connects with TLS configured by cfg: its RootCAs verify the
+// broker (nil: the system's roots), its Certificates are the client
+// certificate for a broker that requires one (--client-ca), and its
+// ServerName overrides the name checked in the broker's certificate.
+func WithTLS(cfg *tls.Config) Option {
+	return WithTransportCredentials(credentials.NewTLS(cfg))
+}
+
+// WithToken authenticates every call with a bearer token, sent as the
+// `authorization: Bearer TOKEN` metadata, to a broker started with
+// --auth-tokens. The token is sent over plaintext connections too: use
+// [WithTLS] unless the broker is on the same host.
+func WithToken(token string) Option {
+	return WithDialOptions(grpc.WithPerRPCCredentials(bearerToken(token)))
+}
+
+// bearerToken is a per-call credential.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+// RequireTransportSecurity is false: a broker on loopback takes tokens in
+// plaintext; one on a network refuses to unless it runs with --insecure.
+func (bearerToken) RequireTransportSecurity() bool { return false }
 
 // WithDialOptions adds options to grpc.NewClient. They are applied after
 // Dial's own, so they win: grpc.WithKeepaliveParams replaces the default

@@ -64,6 +64,8 @@ type config struct {
 	logFormat       string
 	logLevel        zapcore.Level
 	showVersion     bool
+	security        securityConfig
+	disableEvaluate bool
 }
 
 // byteSize is a flag of bytes with units: 512MiB, 2GiB, 0.
@@ -123,6 +125,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	c.minFreeMemory = 256 << 20
 	fs.Var(&c.minFreeMemory, "min-free-memory", "while the machine's available memory (cgroup-aware) is under this, new leases wait in the queue; 0: off (default 256MiB)")
 	fs.IntVar(&c.browser.Warm, "warm", 0, "browser contexts to keep made ahead (with their page) for acquires with default options; they count toward --max-leases")
+	fs.BoolVar(&c.browser.DenyPrivateNetworks, "deny-private-networks", false, "pages may reach public addresses only: loopback, private, link-local, unique-local, CGNAT and cloud metadata addresses are refused, for navigations, redirects, subresources, workers and WebSockets (local Chromium only; per-lease proxies are refused)")
+	fs.BoolVar(&c.disableEvaluate, "disable-evaluate", false, "refuse PageService.Evaluate with PERMISSION_DENIED: clients cannot run their own scripts in pages")
 	fs.DurationVar(&c.grpc.KeepaliveTime, "keepalive-time", 10*time.Second, "ping a client connection idle this long")
 	fs.DurationVar(&c.grpc.KeepaliveTimeout, "keepalive-timeout", 5*time.Second, "close a connection whose ping is unanswered this long (its leases: STREAM_CLOSED)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long to wait for leases to end and calls to finish")
@@ -130,6 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	c.logLevel = zapcore.InfoLevel
 	fs.Var(&c.logLevel, "log-level", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
+	c.security.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -145,6 +150,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.lease.Capacity < 1 {
 		return c, fmt.Errorf("--max-leases must be at least 1")
+	}
+	if err := c.security.check(); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -234,6 +242,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c.lease.Logger = log.Named("lease")
 	c.browser.Logger = log.Named("browser")
 
+	if err := c.security.checkExposure(ctx, c.addr, log); err != nil {
+		return err
+	}
+	sec, err := loadSecurity(c.security, log)
+	if err != nil {
+		return err
+	}
+	if sec.auth != nil {
+		c.lease.PrincipalLimit = sec.auth.LeaseLimit(c.security.maxLeases)
+	}
+	c.grpc.TLS = sec.tls
 	if err := browser.Check(c.browser); err != nil {
 		return err
 	}
@@ -285,9 +304,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		CommandTimeout:    c.commandTimeout,
 		MaxCommandTimeout: c.maxCommand,
 		Metrics:           metrics,
+		DisableEvaluate:   c.disableEvaluate,
+		Auth:              sec.auth,
+		AcquireRate:       c.security.acquireRate,
+		AcquireBurst:      c.security.acquireBurst,
 		Logger:            log.Named("server"),
 	})
 	g, health := server.NewGRPCServer(srv, c.grpc)
+	stopReload := sec.reloadOnSIGHUP(log)
+	defer stopReload()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
 	if c.metricsAddr != "" {
@@ -302,7 +327,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer hs.Close()
 		log.Info("metrics listening", zap.String("addr", mlis.Addr().String()))
 	}
-	log.Info("broker listening", zap.String("addr", lis.Addr().String()),
+	log.Info("broker listening", zap.String("addr", lis.Addr().String()), zap.Bool("tls", sec.tls != nil),
 		zap.Int("max_leases", c.lease.Capacity), zap.String("version", versionString()),
 		zap.Duration("keepalive_bound", c.grpc.KeepaliveTime+c.grpc.KeepaliveTimeout),
 		zap.Duration("startup", time.Since(started)))

@@ -9,6 +9,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -56,6 +58,16 @@ Global flags (before or after the command):
                      replaces that default)
   --json             machine output: one JSON document per command on stdout
   --timeout D        time limit of each unary call, such as 10s (default 30s)
+  --token T          bearer token for a broker with --auth-tokens ($BROKER_TOKEN
+                     replaces the default, none; prefer it: a flag shows in ps)
+  --tls              connect with TLS, verifying the broker with the system's
+                     roots (implied by the other --tls-* flags)
+  --tls-ca FILE      verify the broker's certificate with this PEM CA file
+  --tls-server-name NAME
+                     name to verify in the broker's certificate (default: the
+                     host of --addr)
+  --tls-cert FILE, --tls-key FILE
+                     client certificate and key, for a broker with --client-ca
   --version          print the version and exit
   -h, --help         print this text and exit
 
@@ -122,6 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if env := os.Getenv("BROKER_ADDR"); env != "" {
 		c.addr = env
 	}
+	c.token = os.Getenv("BROKER_TOKEN")
 	return c.exit(c.dispatch(ctx, args))
 }
 
@@ -133,6 +146,12 @@ type cli struct {
 	json        bool
 	timeout     time.Duration
 	showVersion bool
+
+	token           string
+	useTLS          bool
+	tlsCA           string
+	tlsServerName   string
+	tlsCert, tlsKey string
 }
 
 var (
@@ -231,6 +250,12 @@ func (c *cli) flagSet(name string) *flag.FlagSet {
 	fs.BoolVar(&c.json, "json", c.json, "machine output")
 	fs.DurationVar(&c.timeout, "timeout", c.timeout, "time limit of each unary call")
 	fs.BoolVar(&c.showVersion, "version", c.showVersion, "print the version")
+	fs.StringVar(&c.token, "token", c.token, "bearer token")
+	fs.BoolVar(&c.useTLS, "tls", c.useTLS, "connect with TLS")
+	fs.StringVar(&c.tlsCA, "tls-ca", c.tlsCA, "PEM CA file")
+	fs.StringVar(&c.tlsServerName, "tls-server-name", c.tlsServerName, "name in the broker's certificate")
+	fs.StringVar(&c.tlsCert, "tls-cert", c.tlsCert, "client certificate")
+	fs.StringVar(&c.tlsKey, "tls-key", c.tlsKey, "client key")
 	return fs
 }
 
@@ -267,13 +292,27 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, interspersed bool) ([]strin
 	if c.timeout <= 0 {
 		return nil, usageErrorf("--timeout must be positive, not %v", c.timeout)
 	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, usageErrorf("--tls-cert and --tls-key go together")
+	}
 	return positional, nil
 }
 
 // dial returns a client of the broker; it connects lazily, so an
 // unreachable broker shows up as UNAVAILABLE on the first call.
 func (c *cli) dial() (*client.Client, error) {
-	cl, err := client.Dial(c.addr)
+	var opts []client.Option
+	if c.token != "" {
+		opts = append(opts, client.WithToken(c.token))
+	}
+	if c.useTLS || c.tlsCA != "" || c.tlsServerName != "" || c.tlsCert != "" {
+		cfg, err := c.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, client.WithTLS(cfg))
+	}
+	cl, err := client.Dial(c.addr, opts...)
 	if err != nil {
 		return nil, usageErrorf("--addr %q: %v", c.addr, err)
 	}
@@ -285,4 +324,27 @@ func callUnary[T any](ctx context.Context, timeout time.Duration, call func(cont
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return call(ctx)
+}
+
+// tlsConfig builds the TLS configuration of the --tls-* flags.
+func (c *cli) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.tlsServerName}
+	if c.tlsCA != "" {
+		pem, err := os.ReadFile(c.tlsCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", c.tlsCA)
+		}
+	}
+	if c.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
