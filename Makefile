@@ -21,7 +21,7 @@ GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: help setup gen build run test lint bench soak clean
+.PHONY: help setup gen build run test fuzz fuzz-short lint bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -52,6 +52,22 @@ test: setup ## run every test, with -race, against real Chromium
 	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
 	TMPDIR=$(TEST_TMP) $(TEST_ENV) go test $(GO_TEST_FLAGS) ./...
 	rm -rf $(TEST_TMP)
+
+# The fuzz targets, as package:target. Go fuzzes one target per run; a
+# failing input is saved in the package's testdata/fuzz/TARGET, where plain
+# `go test` (and so `make test`) replays it from then on.
+FUZZ_TARGETS := ./internal/server:FuzzAcquireRequest ./internal/server:FuzzPageRequests \
+                ./internal/lease:FuzzLeaseEvents
+FUZZTIME ?= 5m
+
+fuzz: ## run each fuzz target for FUZZTIME (default 5m)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+		go test -run='^$$' -fuzz="^$${t#*:}\$$" -fuzztime=$(FUZZTIME) $${t%%:*}; \
+	done
+
+fuzz-short: ## run each fuzz target for 10s (CI)
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 # buf breaking compares proto/ with the last release tag, or with main when
 # there is none yet.
