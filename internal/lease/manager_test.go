@@ -218,15 +218,26 @@ func TestCancelledWaiterLeavesAtOnceAndIsNeverGranted(t *testing.T) {
 
 func TestQueueFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m, _ := newManager(t, Config{Capacity: 1, MaxQueue: 1})
+		// MaxQueue 3, not 1: the message must count the waiters, not
+		// repeat a constant.
+		m, _ := newManager(t, Config{Capacity: 1, MaxQueue: 3})
 		mustAcquire(t, m, AcquireRequest{})
-		go m.Acquire(context.Background(), AcquireRequest{Wait: time.Second}, nil)
-		synctest.Wait()
+		for range 3 {
+			go m.Acquire(context.Background(), AcquireRequest{Wait: time.Second}, nil)
+			synctest.Wait()
+		}
 		_, err := m.Acquire(context.Background(), AcquireRequest{}, nil)
 		if !errors.Is(err, ErrQueueFull) {
 			t.Fatalf("Acquire past MaxQueue = %v, want ErrQueueFull", err)
 		}
-		time.Sleep(time.Second) // let the waiter time out inside the bubble
+		if want := "3 acquires waiting (limit 3)"; !strings.Contains(err.Error(), want) {
+			t.Fatalf("Acquire past MaxQueue = %q, want the queue length and limit: %q", err, want)
+		}
+		if st := m.Stats(); st.Waiting != 3 || st.AcquireFailures != 1 {
+			t.Fatalf("stats after the refusal: waiting %d, failures %d; want 3 and 1 (the refused acquire never queued)",
+				st.Waiting, st.AcquireFailures)
+		}
+		time.Sleep(time.Second) // let the waiters time out inside the bubble
 		synctest.Wait()
 	})
 }

@@ -112,10 +112,11 @@ func (m *Manager) queueForKeyLocked(key string, isDelete bool) (*sticky, *keyWai
 	w := &keyWaiter{ready: make(chan struct{}), pos: make(chan int, 1), delete: isDelete}
 	if isDelete {
 		n.waiters = slices.Insert(n.waiters, 0, w)
+		m.notifyKeyLocked(n, 0) // everyone moved back one
 	} else {
 		n.waiters = append(n.waiters, w)
+		m.notifyKeyLocked(n, len(n.waiters)-1) // only the newcomer's place is news
 	}
-	m.notifyKeyLocked(n)
 	return n, w
 }
 
@@ -150,7 +151,7 @@ func (m *Manager) awaitKey(ctx context.Context, n *sticky, w *keyWaiter, timeout
 	default:
 		i := slices.Index(n.waiters, w)
 		n.waiters = slices.Delete(n.waiters, i, i+1)
-		m.notifyKeyLocked(n)
+		m.notifyKeyLocked(n, i)
 		m.forgetIdleLocked(n)
 	}
 	return err
@@ -162,7 +163,7 @@ func (m *Manager) unlockKeyLocked(n *sticky) {
 		w := n.waiters[0]
 		n.waiters = slices.Delete(n.waiters, 0, 1)
 		close(w.ready)
-		m.notifyKeyLocked(n)
+		m.notifyKeyLocked(n, 0)
 		return
 	}
 	n.owned = false
@@ -176,8 +177,13 @@ func (m *Manager) forgetIdleLocked(n *sticky) {
 	}
 }
 
-func (m *Manager) notifyKeyLocked(n *sticky) {
-	for i, w := range n.waiters {
+// notifyKeyLocked tells the key's waiters from index from on their place
+// in line. Callers pass the first index whose place changed, so that a
+// waiter hears of each change once and of no non-change (the queued
+// positions a client streams).
+func (m *Manager) notifyKeyLocked(n *sticky, from int) {
+	for i := from; i < len(n.waiters); i++ {
+		w := n.waiters[i]
 		select {
 		case <-w.pos:
 		default:
@@ -200,7 +206,7 @@ func (m *Manager) failKeyWaitersLocked(err error) {
 		}
 		clear(n.waiters[len(kept):])
 		n.waiters = kept
-		m.notifyKeyLocked(n)
+		m.notifyKeyLocked(n, 0)
 	}
 }
 

@@ -97,6 +97,80 @@ func TestStickyOneHolderAtATime(t *testing.T) {
 	})
 }
 
+// Several acquires waiting for one session key get it in the order they
+// came, each told its place in the key's line as it moves up, and each
+// grant's generation is one more than the last.
+func TestStickyWaitersGrantedFIFO(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, b := newManager(t, Config{Capacity: 4, SessionIdleTTL: time.Minute})
+		holder := acquireKey(t, m, "k")
+
+		const n = 3
+		var mu sync.Mutex
+		positions := make([][]int, n)
+		got := make([]chan *Lease, n)
+		for i := range n {
+			got[i] = make(chan *Lease, 1)
+			go func() {
+				l, err := m.Acquire(context.Background(), AcquireRequest{SessionKey: "k", Wait: time.Minute}, func(p int) {
+					mu.Lock()
+					positions[i] = append(positions[i], p)
+					mu.Unlock()
+				})
+				if err != nil {
+					t.Errorf("waiter %d: Acquire(k) = %v, want the session", i, err)
+				}
+				got[i] <- l
+			}()
+			synctest.Wait() // in line before the next one comes
+		}
+		granted := func(i int) *Lease {
+			t.Helper()
+			synctest.Wait()
+			for j := range n {
+				if j == i {
+					continue
+				}
+				select {
+				case l := <-got[j]:
+					t.Fatalf("waiter %d got the session (lease %v) when waiter %d's turn came", j, l, i)
+				default:
+				}
+			}
+			select {
+			case l := <-got[i]:
+				return l
+			default:
+				t.Fatalf("waiter %d has no grant after the previous holder released", i)
+				return nil
+			}
+		}
+
+		prev := holder
+		for i := range n {
+			prev.Reclaim(Released, "")
+			l := granted(i)
+			if l.Session() != holder.Session() || !l.WarmSession() || l.Generation() != uint64(i+2) {
+				t.Fatalf("waiter %d's grant: same session %v, warm %v, generation %d; want the warm session, generation %d",
+					i, l.Session() == holder.Session(), l.WarmSession(), l.Generation(), i+2)
+			}
+			prev = l
+		}
+		prev.Reclaim(Released, "")
+		if got := len(b.opened()); got != 1 {
+			t.Fatalf("backend opened %d sessions, want 1 (every waiter takes the warm one)", got)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		want := [][]int{{1}, {2, 1}, {3, 2, 1}}
+		for i := range n {
+			if !slicesEqual(positions[i], want[i]) {
+				t.Errorf("waiter %d positions = %v, want %v", i, positions[i], want[i])
+			}
+		}
+	})
+}
+
 func TestStickyWarmSessionClosesAfterIdleTTL(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m, b := newManager(t, Config{Capacity: 1, SessionIdleTTL: time.Minute})
