@@ -87,6 +87,28 @@ func (s *securityConfig) checkExposure(ctx context.Context, addr string, log *za
 	return nil
 }
 
+// dashboardAllowed applies the listening rules to the dashboard, which
+// shares the plaintext HTTP listener of --metrics-addr: it is served on a
+// loopback address, or anywhere with --insecure. Elsewhere, without
+// authentication anyone who reaches it could revoke leases, and with it
+// tokens would cross the network in plaintext; /metrics is served anyway
+// (it only reads), and the dashboard is left off with a warning.
+func (s *securityConfig) dashboardAllowed(ctx context.Context, on bool, addr string, log *zap.Logger) bool {
+	switch {
+	case !on:
+		return false
+	case isLoopback(ctx, addr):
+		return true
+	case s.insecure:
+		log.Warn("INSECURE: serving the dashboard on a non-loopback address over plain HTTP (--insecure)", zap.String("addr", addr),
+			zap.Bool("authentication", s.authenticated()))
+		return true
+	}
+	log.Warn("dashboard off: --metrics-addr is not a loopback address and its HTTP has no TLS; serve it on loopback (reach it through an SSH tunnel), accept it with --insecure, or silence this with --dashboard=false",
+		zap.String("addr", addr))
+	return false
+}
+
 // isLoopback says whether every address host:port stands for is a loopback
 // one; an empty host (all interfaces) or a name that does not resolve is
 // not.

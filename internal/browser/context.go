@@ -779,6 +779,9 @@ func (c *Context) checkFullPage(pg playwright.Page) error {
 func (c *Context) Screenshot(ctx context.Context, o ScreenshotOptions) ([]byte, error) {
 	const op = "screenshot"
 	opts := playwright.PageScreenshotOptions{FullPage: playwright.Bool(o.FullPage)}
+	if o.Untouched {
+		opts.Caret = playwright.ScreenshotCaretInitial
+	}
 	switch o.Format {
 	case "", "png":
 		opts.Type = playwright.ScreenshotTypePng

@@ -153,6 +153,10 @@ type ScreenshotOptions struct {
 	Format string
 	// Quality 1-100, JPEG only; zero: the browser's default.
 	Quality int
+	// Untouched takes the picture without touching the page: by default
+	// Playwright hides the text caret with a style it adds to the page and
+	// removes after, which the page's scripts can see. Default false.
+	Untouched bool
 }
 
 // Cookie is a browser cookie. To set one, give URL, or Domain (and Path,

@@ -54,6 +54,7 @@ type Lease struct {
 	idleDeadline time.Time
 	inflight     int
 	commands     uint64
+	lastCommand  string
 	timer        *time.Timer
 }
 
@@ -168,9 +169,12 @@ type Info struct {
 	MaxExpiresAt time.Time
 	LastActivity time.Time
 	Commands     uint64
-	SessionKey   string
-	Generation   uint64
-	Principal    string
+	// LastCommand names the last named command (see Manager.DoCommand);
+	// empty: none yet.
+	LastCommand string
+	SessionKey  string
+	Generation  uint64
+	Principal   string
 	// Session is the lease's session, for callers that describe it.
 	Session Session
 }
@@ -187,6 +191,7 @@ func (l *Lease) infoLocked() Info {
 		MaxExpiresAt: l.maxDeadline,
 		LastActivity: l.lastActivity,
 		Commands:     l.commands,
+		LastCommand:  l.lastCommand,
 		SessionKey:   l.SessionKey(),
 		Principal:    l.principal,
 		Generation:   l.generation,

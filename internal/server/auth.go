@@ -135,6 +135,18 @@ func (a *Auth) LeaseLimit(def int) func(principal string) int {
 	}
 }
 
+// TokenPrincipal returns the principal of a bearer token from the current
+// tokens file; false when the token is unknown or no tokens are configured
+// (certificates alone name no principal outside a TLS connection). For
+// edges other than gRPC, such as the dashboard.
+func (a *Auth) TokenPrincipal(token string) (Principal, bool) {
+	t := a.tokens.Load()
+	if t == nil {
+		return Principal{}, false
+	}
+	return t.lookup(strings.TrimSpace(token))
+}
+
 // errUnauthenticated is the one answer to a missing, malformed or unknown
 // credential: it tells nothing of which tokens or principals exist.
 var errUnauthenticated = status.Error(codes.Unauthenticated,
@@ -186,11 +198,10 @@ func (a *Auth) authenticate(ctx context.Context) (Principal, string, error) {
 		if !ok || !strings.EqualFold(scheme, "bearer") {
 			return Principal{}, "", fmt.Errorf("authorization is not Bearer TOKEN")
 		}
-		t := a.tokens.Load()
-		if t == nil {
+		if a.tokens.Load() == nil {
 			return Principal{}, "", fmt.Errorf("a token was sent but no tokens are configured")
 		}
-		p, ok := t.lookup(strings.TrimSpace(token))
+		p, ok := a.TokenPrincipal(token)
 		if !ok {
 			return Principal{}, "", fmt.Errorf("unknown token")
 		}

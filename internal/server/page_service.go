@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -42,7 +44,10 @@ func (ps *pageService) run(ctx context.Context, id string, timeout *durationpb.D
 	ctx, cancel := ps.s.commandContext(ctx, d)
 	defer cancel()
 	// Another principal's lease is not found, exactly as an unknown one.
-	err = ps.s.leases.DoAs(ctx, p.Name, id, func(ctx context.Context, sess lease.Session) error {
+	// The method's name ("Navigate") is the lease's last command.
+	method, _ := grpc.Method(ctx)
+	_, command, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	err = ps.s.leases.DoCommand(ctx, p.Name, id, command, func(ctx context.Context, sess lease.Session) error {
 		p, ok := sess.(Page)
 		if !ok {
 			return fmt.Errorf("server: session %T has no page", sess)

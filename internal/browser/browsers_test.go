@@ -1,0 +1,87 @@
+package browser
+
+import (
+	"os"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestBrowsersDescribesTheLocalBrowsers(t *testing.T) {
+	p := sharedPool(t)
+	openContext(t, p, ContextOptions{})
+	pids := p.Processes().Browsers
+	bs := p.Browsers()
+	if len(bs) == 0 {
+		t.Fatalf("Browsers() = none, want the shared pool's browser")
+	}
+	contexts := 0
+	for _, b := range bs {
+		if b.Remote || b.PID <= 0 || !slices.Contains(pids, b.PID) {
+			t.Errorf("Browsers() has %+v; want a local browser whose pid is one of Processes().Browsers %v", b, pids)
+		}
+		// A Chromium with a page, its renderer and helpers, holds tens of MB.
+		if b.RSSBytes < 10<<20 || b.Age <= 0 {
+			t.Errorf("Browsers() has %s with RSS %d bytes and age %v; want over 10 MiB and a positive age", b.Name, b.RSSBytes, b.Age)
+		}
+		contexts += b.Contexts
+	}
+	if contexts != p.Stats().Contexts {
+		t.Errorf("Browsers() count %d contexts, Stats() %d; want the same", contexts, p.Stats().Contexts)
+	}
+}
+
+func TestTreeRSSSumsDescendants(t *testing.T) {
+	rss := func(pid int) uint64 { return uint64(pid) * 100 }
+	// 1 has children 2 and 3, 3 has 4; 5 is not below 1; 4 lists 1 as a
+	// child (a recycled pid), which must not count twice.
+	tree := map[int][]int{1: {2, 3}, 3: {4}, 4: {1}, 6: {5}}
+	if got := treeRSS(tree, 1, rss); got != 1000 {
+		t.Errorf("treeRSS(1) = %d, want 1000 (processes 1-4, each once)", got)
+	}
+	if got := treeRSS(tree, 6, rss); got != 1100 {
+		t.Errorf("treeRSS(6) = %d, want 1100 (processes 6 and 5)", got)
+	}
+	if got := treeRSS(map[int][]int{}, os.Getpid(), processRSS); got == 0 {
+		t.Errorf("treeRSS(this process) = 0, want its resident memory")
+	}
+	if got := processRSS(1 << 30); got != 0 {
+		t.Errorf("processRSS(no such pid) = %d, want 0", got)
+	}
+}
+
+func TestUntouchedScreenshotLeavesTheDOMAlone(t *testing.T) {
+	p := sharedPool(t)
+	c := openContext(t, p, ContextOptions{})
+	navigate(t, c, site.URL("/"))
+	ctx := timeout(t, 30*time.Second)
+	const watch = `() => { window.__mutations = 0; document.querySelector('#name').focus();
+		new MutationObserver(ms => { window.__mutations += ms.length })
+			.observe(document, {subtree: true, childList: true, attributes: true, characterData: true}); }`
+	if _, err := c.Evaluate(ctx, watch, ""); err != nil {
+		t.Fatalf("Evaluate(watch mutations) = %v", err)
+	}
+	mutations := func() string {
+		t.Helper()
+		// A task later, so that pending observer callbacks have run.
+		got, err := c.Evaluate(ctx, `() => new Promise(r => setTimeout(() => r(window.__mutations), 50))`, "")
+		if err != nil {
+			t.Fatalf("Evaluate(mutations) = %v", err)
+		}
+		return got
+	}
+	if _, err := c.Screenshot(ctx, ScreenshotOptions{Format: "jpeg", Quality: 50, Untouched: true}); err != nil {
+		t.Fatalf("Screenshot(Untouched) = %v", err)
+	}
+	if got := mutations(); got != "0" {
+		t.Fatalf("after Screenshot(Untouched), the page saw %s DOM mutations; want 0", got)
+	}
+	// The check can see what it guards against: a default screenshot
+	// adds (and removes) Playwright's caret style.
+	if _, err := c.Screenshot(ctx, ScreenshotOptions{}); err != nil {
+		t.Fatalf("Screenshot() = %v", err)
+	}
+	if got := mutations(); got == "0" {
+		t.Errorf("a default screenshot made no DOM mutation either: the check does not see Playwright's caret style")
+	}
+}
