@@ -26,6 +26,14 @@ if ! [ -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
 fi
 
+# Redis, for the fleet's tests (a test harness starts redis-server on a
+# loopback port and stops it; the Debian package's own service is not used).
+if ! command -v redis-server >/dev/null; then
+  log "installing redis-server (apt-get)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+
 # Node runs the driver.
 if ! command -v node >/dev/null; then
   log "installing nodejs (apt-get)"

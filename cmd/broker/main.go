@@ -23,8 +23,11 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 
 	"github.com/browserbroker/broker/internal/browser"
+	"github.com/browserbroker/broker/internal/dashboard"
+	"github.com/browserbroker/broker/internal/fleet"
 	"github.com/browserbroker/broker/internal/lease"
 	"github.com/browserbroker/broker/internal/server"
 	"github.com/browserbroker/broker/internal/state"
@@ -55,6 +58,7 @@ type config struct {
 	minFreeMemory   byteSize
 	addr            string
 	metricsAddr     string
+	dashboard       bool
 	lease           lease.Config
 	browser         browser.Config
 	grpc            server.GRPCConfig
@@ -65,6 +69,7 @@ type config struct {
 	logLevel        zapcore.Level
 	showVersion     bool
 	security        securityConfig
+	fleet           fleetConfig
 	disableEvaluate bool
 }
 
@@ -98,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var args2 stringList
 	fs.StringVar(&c.addr, "addr", "localhost:7070", "listen address")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, such as localhost:9090 (default: off)")
+	fs.BoolVar(&c.dashboard, "dashboard", true, "serve the operator dashboard at http://METRICS-ADDR/dashboard/ beside /metrics (needs --metrics-addr; a loopback one unless --insecure; the admin role when authentication is on)")
 	fs.IntVar(&c.lease.Capacity, "max-leases", defaultCapacity(), "most leases held at once (default: sized for this machine)")
 	fs.IntVar(&c.lease.MaxQueue, "max-queue", 1000, "most acquires waiting for capacity; beyond it RESOURCE_EXHAUSTED at once")
 	fs.DurationVar(&c.lease.DefaultTTL, "default-ttl", time.Minute, "idle TTL of a lease that asks for none")
@@ -135,6 +141,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Var(&c.logLevel, "log-level", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	c.security.register(fs)
+	c.fleet.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -152,6 +159,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("--max-leases must be at least 1")
 	}
 	if err := c.security.check(); err != nil {
+		return c, err
+	}
+	if err := c.fleet.check(c.addr); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -174,14 +184,17 @@ func defaultStateDir() string {
 type memoryAdmission struct {
 	floor uint64
 	last  atomic.Uint64
+	low   atomic.Bool // the last answer was no
 }
 
 func (a *memoryAdmission) admit() (bool, string) {
 	r, err := sysmem.Available()
 	if err != nil {
+		a.low.Store(false)
 		return true, "available memory unknown: " + err.Error() // fail open: the broker still serves
 	}
 	a.last.Store(r.Bytes)
+	a.low.Store(r.Bytes < a.floor)
 	if r.Bytes < a.floor {
 		return false, fmt.Sprintf("%d MiB available (%s), under --min-free-memory %d MiB", r.Bytes>>20, r.Source, a.floor>>20)
 	}
@@ -272,6 +285,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer lis.Close()
+	var fleetAddr string
+	var fleetDial []grpc.DialOption
+	if c.fleet.redisURL != "" {
+		if fleetAddr, err = c.fleet.advertised(lis.Addr(), c.addr); err != nil {
+			return err
+		}
+		if fleetDial, err = c.fleet.dialOptions(sec.tls); err != nil {
+			return err
+		}
+		c.lease.IDPrefix = fleet.LeaseIDPrefix(c.fleet.id)
+	}
 
 	// Chromium and the driver put profiles and artifacts under TMPDIR and
 	// leave them behind when they crash: give them a folder of ours, removed
@@ -284,19 +308,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	os.Setenv("TMPDIR", tmp)
 
 	started := time.Now()
-	pool, err := browser.NewPool(ctx, c.browser)
-	if err != nil {
-		return fmt.Errorf("start browsers: %w", err)
-	}
+	// One memory probe, the lease manager's admission loop: the warm pool
+	// reads its last answer and holds its refill while memory is low.
 	var memAvailable func() uint64
 	if c.minFreeMemory > 0 {
 		adm := &memoryAdmission{floor: uint64(c.minFreeMemory)}
 		c.lease.Admit = adm.admit
 		memAvailable = adm.last.Load
+		c.browser.MemoryLow = adm.low.Load
+	}
+	pool, err := browser.NewPool(ctx, c.browser)
+	if err != nil {
+		return fmt.Errorf("start browsers: %w", err)
 	}
 	leases := lease.New(server.BrowserBackend{Pool: pool, Store: store}, c.lease)
 	metrics := server.NewMetrics(leases, pool)
+	var fl *fleet.Fleet
+	var inFleet server.Fleet // nil, not a nil *fleet.Fleet, without a fleet
+	if c.fleet.redisURL != "" {
+		var rdb io.Closer
+		if fl, rdb, err = c.fleet.join(leases, fleetAddr, log.Named("fleet")); err != nil {
+			return err
+		}
+		defer rdb.Close()
+		inFleet = fl
+		log.Info("fleet", zap.String("broker_id", fl.ID()), zap.String("advertise", fleetAddr))
+	}
 	srv := server.New(server.Config{
+		Fleet:             inFleet,
+		FleetDial:         fleetDial,
 		Leases:            leases,
 		Browsers:          pool,
 		Sessions:          sessions,
@@ -322,10 +362,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler())
+		if c.security.dashboardAllowed(ctx, c.dashboard, c.metricsAddr, log) {
+			dash := dashboard.New(dashboard.Config{Leases: leases, Browsers: pool, Drainer: srv, Auth: sec.auth,
+				Logger: log.Named("dashboard")})
+			defer dash.Close() // after hs.Close (deferred below): no live view outlasts it
+			mux.Handle("/dashboard/", dash)
+			mux.Handle("GET /{$}", http.RedirectHandler("/dashboard/", http.StatusFound))
+		}
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go hs.Serve(mlis)
 		defer hs.Close()
-		log.Info("metrics listening", zap.String("addr", mlis.Addr().String()))
+		log.Info("metrics listening", zap.String("addr", mlis.Addr().String()), zap.Bool("dashboard", c.dashboard))
 	}
 	log.Info("broker listening", zap.String("addr", lis.Addr().String()), zap.Bool("tls", sec.tls != nil),
 		zap.Int("max_leases", c.lease.Capacity), zap.String("version", versionString()),
@@ -343,6 +390,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// revoked{SHUTDOWN} and their streams end), then stop the server, then
 	// the browsers.
 	health.Shutdown()
+	if fl != nil {
+		// Leave the fleet first, so no broker forwards work here any more.
+		if ferr := fl.Close(); ferr != nil {
+			log.Warn("leaving the fleet", zap.Error(ferr))
+		}
+	}
 	grace, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	if cerr := leases.Close(grace); cerr != nil {
@@ -357,6 +410,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		g.Stop()
 		<-stopped
 	}
+	srv.Close()
 	closeCtx, cancelClose := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelClose()
 	if cerr := pool.Close(closeCtx); cerr != nil {

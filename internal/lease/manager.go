@@ -86,6 +86,9 @@ type Config struct {
 	// (or be opening) at once; beyond it acquires fail at once with
 	// ErrLimit. 0: no limit for that principal.
 	PrincipalLimit func(principal string) int
+	// IDPrefix begins every lease id, before a random text. Default "l_";
+	// a fleet's brokers put their own id in it, so an id names its owner.
+	IDPrefix string
 	// Logger; nil: no logs.
 	Logger *zap.Logger
 }
@@ -120,6 +123,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Tombstones <= 0 {
 		c.Tombstones = 10000
+	}
+	if c.IDPrefix == "" {
+		c.IDPrefix = "l_"
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -581,7 +587,7 @@ func (m *Manager) register(s Session, req AcquireRequest, n *sticky, gen uint64,
 	now := time.Now()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{
-		id:          "l_" + rand.Text(),
+		id:          m.cfg.IDPrefix + rand.Text(),
 		m:           m,
 		session:     s,
 		labels:      req.Labels,
@@ -793,7 +799,7 @@ func (m *Manager) Renew(id string) (time.Time, error) {
 // it. fn's context ends when ctx ends or when the lease is reclaimed; in the
 // latter case Do returns a *ReclaimedError with InFlight set. The command
 // counts as activity when it arrives and when it ends. Do checks no
-// ownership: the server uses DoAs.
+// ownership: the server uses DoCommand.
 func (m *Manager) Do(ctx context.Context, id string, fn func(ctx context.Context, s Session) error) error {
 	return m.DoAs(ctx, anyPrincipal, id, fn)
 }
@@ -801,6 +807,12 @@ func (m *Manager) Do(ctx context.Context, id string, fn func(ctx context.Context
 // DoAs is Do for a principal: only the principal that acquired the lease
 // may use it; for any other the lease is not found.
 func (m *Manager) DoAs(ctx context.Context, principal, id string, fn func(ctx context.Context, s Session) error) error {
+	return m.DoCommand(ctx, principal, id, "", fn)
+}
+
+// DoCommand is DoAs for a named command: the name (such as "Navigate") is
+// kept as the lease's last command (Info.LastCommand); empty: not named.
+func (m *Manager) DoCommand(ctx context.Context, principal, id, command string, fn func(ctx context.Context, s Session) error) error {
 	m.mu.Lock()
 	l, err := m.lookupAsLocked(principal, id)
 	if err == nil && l.state != StateActive {
@@ -812,6 +824,9 @@ func (m *Manager) DoAs(ctx context.Context, principal, id string, fn func(ctx co
 	}
 	l.inflight++
 	l.commands++
+	if command != "" {
+		l.lastCommand = command
+	}
 	l.touchLocked(time.Now())
 	m.mu.Unlock()
 	defer func() {
@@ -822,7 +837,30 @@ func (m *Manager) DoAs(ctx context.Context, principal, id string, fn func(ctx co
 		}
 		m.mu.Unlock()
 	}()
+	return l.inTurn(ctx, fn)
+}
 
+// Inspect runs fn on the lease's session in its turn, after the commands
+// that arrived before it, like Do, but as an onlooker (an operator's
+// thumbnail): it is not the holder's activity, so it neither extends the
+// idle TTL nor counts as a command, nor keeps the lease from expiring
+// while it runs. fn must not change the session. Any principal's lease.
+func (m *Manager) Inspect(ctx context.Context, id string, fn func(ctx context.Context, s Session) error) error {
+	m.mu.Lock()
+	l, err := m.lookupLocked(id)
+	if err == nil && l.state != StateActive {
+		err = l.reclaimedErrLocked(false)
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return l.inTurn(ctx, fn)
+}
+
+// inTurn waits for the lease's turn, then runs fn with a context that ends
+// when ctx ends or the lease is reclaimed.
+func (l *Lease) inTurn(ctx context.Context, fn func(ctx context.Context, s Session) error) error {
 	// Wait for our turn. Channel senders are served in arrival order.
 	select {
 	case l.turn <- struct{}{}:
@@ -848,11 +886,24 @@ func (m *Manager) DoAs(ctx context.Context, principal, id string, fn func(ctx co
 	if err := cctx.Err(); err != nil {
 		return context.Cause(cctx)
 	}
-	err = fn(cctx, l.session)
+	err := fn(cctx, l.session)
 	if l.ctx.Err() != nil {
 		return context.Cause(l.ctx)
 	}
 	return err
+}
+
+// QueueWaits says how long each acquire waiting in the queue has waited,
+// the head of the queue first.
+func (m *Manager) QueueWaits() []time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	out := make([]time.Duration, len(m.queue))
+	for i, w := range m.queue {
+		out[i] = now.Sub(w.since)
+	}
+	return out
 }
 
 // Drain stops (true) or resumes (false) granting leases. While draining,

@@ -36,10 +36,17 @@ func (as *adminService) ListLeases(ctx context.Context, req *brokerv1.ListLeases
 	if err := as.s.admin(ctx); err != nil {
 		return nil, err
 	}
+	if fleet, err := as.s.fleetScope(req.GetScope()); fleet || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return as.s.fleetListLeases(ctx, req)
+	}
 	infos := as.s.leases.List(lease.Filter{Labels: req.GetLabels(), SessionKey: req.GetSessionKey(), Principal: req.GetPrincipal()})
 	out := make([]*brokerv1.LeaseInfo, len(infos))
 	for i, info := range infos {
 		out[i] = leaseInfo(info)
+		out[i].BrokerId = as.s.brokerID()
 	}
 	return &brokerv1.ListLeasesResponse{Leases: out}, nil
 }
@@ -55,7 +62,9 @@ func (as *adminService) GetLease(ctx context.Context, req *brokerv1.GetLeaseRequ
 	if err != nil {
 		return nil, toStatus(as.s.log, err)
 	}
-	return &brokerv1.GetLeaseResponse{Lease: leaseInfo(info)}, nil
+	li := leaseInfo(info)
+	li.BrokerId = as.s.brokerID()
+	return &brokerv1.GetLeaseResponse{Lease: li}, nil
 }
 
 func (as *adminService) RevokeLease(ctx context.Context, req *brokerv1.RevokeLeaseRequest) (*brokerv1.RevokeLeaseResponse, error) {
@@ -84,8 +93,15 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 	if err := as.s.admin(ctx); err != nil {
 		return nil, err
 	}
+	if fleet, err := as.s.fleetScope(req.GetScope()); fleet || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return as.s.fleetStats(ctx)
+	}
 	st := as.s.leases.Stats()
 	out := &brokerv1.GetStatsResponse{
+		BrokerId:            as.s.brokerID(),
 		Capacity:            int32(st.Capacity),
 		Active:              int32(st.Active),
 		Waiting:             int32(st.Waiting),
@@ -128,12 +144,19 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 	return out, nil
 }
 
+// SetDraining drains the broker (true: no new leases, the lease service
+// reports NOT_SERVING to health checks, live leases go on) or undrains it.
+// AdminService.Drain and Undrain, and the dashboard, call it.
+func (s *Server) SetDraining(on bool) {
+	s.leases.Drain(on)
+	s.setLeaseServing(!on)
+}
+
 func (as *adminService) Drain(ctx context.Context, req *brokerv1.DrainRequest) (*brokerv1.DrainResponse, error) {
 	if err := as.s.admin(ctx); err != nil {
 		return nil, err
 	}
-	as.s.leases.Drain(true)
-	as.s.setLeaseServing(false)
+	as.s.SetDraining(true)
 	return &brokerv1.DrainResponse{Active: int32(as.s.leases.Stats().Active)}, nil
 }
 
@@ -141,8 +164,7 @@ func (as *adminService) Undrain(ctx context.Context, req *brokerv1.UndrainReques
 	if err := as.s.admin(ctx); err != nil {
 		return nil, err
 	}
-	as.s.leases.Drain(false)
-	as.s.setLeaseServing(true)
+	as.s.SetDraining(false)
 	return &brokerv1.UndrainResponse{}, nil
 }
 

@@ -75,7 +75,7 @@ func NewGRPCServer(s *Server, cfg GRPCConfig) (*grpc.Server, *health.Server) {
 		unary = append(unary, a.unaryInterceptor)
 		stream = append(stream, a.streamInterceptor)
 	}
-	unary = append(unary, s.observeCommands)
+	unary = append(unary, s.routeByLease, s.observeCommands)
 	var creds []grpc.ServerOption
 	if cfg.TLS != nil {
 		creds = append(creds, grpc.Creds(credentials.NewTLS(cfg.TLS)))

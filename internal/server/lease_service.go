@@ -54,6 +54,13 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 		return err
 	}
 	req.Principal = caller.Name
+	// In a fleet, an acquire this broker cannot grant at once goes to one
+	// that can (a sticky session stays with the broker it is asked of).
+	if s.cfg.Fleet != nil && req.SessionKey == "" && !forwarded(ctx) && s.leases.Stats().Free() == 0 {
+		if handled, err := s.forwardLease(stream, first); handled {
+			return err
+		}
+	}
 	if err := s.acquires.allow(caller.Name); err != nil {
 		return toStatus(s.log, err)
 	}

@@ -48,6 +48,14 @@ type Config struct {
 	// principal is not limited. 0: no limit.
 	AcquireRate  float64
 	AcquireBurst int
+	// Fleet, when set, makes this broker one of a fleet: acquires it cannot
+	// grant at once go to a broker with room, calls for other brokers'
+	// leases go to their owner, and admin calls may answer for the fleet.
+	// Nil: a broker on its own.
+	Fleet Fleet
+	// FleetDial are the options of connections to the other brokers
+	// (their transport credentials). Required with Fleet.
+	FleetDial []grpc.DialOption
 	// Now is the clock of the acquire rate limit; nil: time.Now.
 	Now func() time.Time
 	// Logger; nil: no logs.
@@ -66,6 +74,7 @@ type Server struct {
 	log      *zap.Logger
 	health   *health.Server  // set by NewGRPCServer
 	acquires *acquireLimiter // nil: no rate limit
+	peers    *peers          // connections to the fleet's other brokers
 }
 
 // setLeaseServing reports the lease service's readiness to health checks.
@@ -100,7 +109,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Server{cfg: cfg, leases: cfg.Leases, log: cfg.Logger,
+	return &Server{cfg: cfg, leases: cfg.Leases, log: cfg.Logger, peers: &peers{dial: cfg.FleetDial},
 		acquires: newAcquireLimiter(cfg.AcquireRate, cfg.AcquireBurst, cfg.Now)}
 }
 

@@ -330,6 +330,61 @@ func (LeaseState) EnumDescriptor() ([]byte, []int) {
 	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
+// Scope says which brokers an admin call answers for.
+type Scope int32
+
+const (
+	// The broker that answers.
+	Scope_SCOPE_UNSPECIFIED Scope = 0
+	// The broker that answers (the same as unspecified).
+	Scope_SCOPE_BROKER Scope = 1
+	// Every live broker of the fleet (--redis): the answering broker asks
+	// each one. FAILED_PRECONDITION on a broker in no fleet; UNAVAILABLE
+	// when Redis or a live broker cannot be reached.
+	Scope_SCOPE_FLEET Scope = 2
+)
+
+// Enum value maps for Scope.
+var (
+	Scope_name = map[int32]string{
+		0: "SCOPE_UNSPECIFIED",
+		1: "SCOPE_BROKER",
+		2: "SCOPE_FLEET",
+	}
+	Scope_value = map[string]int32{
+		"SCOPE_UNSPECIFIED": 0,
+		"SCOPE_BROKER":      1,
+		"SCOPE_FLEET":       2,
+	}
+)
+
+func (x Scope) Enum() *Scope {
+	p := new(Scope)
+	*p = x
+	return p
+}
+
+func (x Scope) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Scope) Descriptor() protoreflect.EnumDescriptor {
+	return file_browserbroker_v1_broker_proto_enumTypes[5].Descriptor()
+}
+
+func (Scope) Type() protoreflect.EnumType {
+	return &file_browserbroker_v1_broker_proto_enumTypes[5]
+}
+
+func (x Scope) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Scope.Descriptor instead.
+func (Scope) EnumDescriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
+}
+
 // SessionState is where a sticky session is.
 type SessionState int32
 
@@ -370,11 +425,11 @@ func (x SessionState) String() string {
 }
 
 func (SessionState) Descriptor() protoreflect.EnumDescriptor {
-	return file_browserbroker_v1_broker_proto_enumTypes[5].Descriptor()
+	return file_browserbroker_v1_broker_proto_enumTypes[6].Descriptor()
 }
 
 func (SessionState) Type() protoreflect.EnumType {
-	return &file_browserbroker_v1_broker_proto_enumTypes[5]
+	return &file_browserbroker_v1_broker_proto_enumTypes[6]
 }
 
 func (x SessionState) Number() protoreflect.EnumNumber {
@@ -383,7 +438,7 @@ func (x SessionState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionState.Descriptor instead.
 func (SessionState) EnumDescriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{5}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{6}
 }
 
 // LeaseRequest is a message from the lease holder.
@@ -2840,7 +2895,9 @@ type LeaseInfo struct {
 	Browser string `protobuf:"bytes,15,opt,name=browser,proto3" json:"browser,omitempty"`
 	// Who acquired the lease (from its bearer token or client certificate);
 	// empty when the broker runs without authentication.
-	Principal     string `protobuf:"bytes,16,opt,name=principal,proto3" json:"principal,omitempty"`
+	Principal string `protobuf:"bytes,16,opt,name=principal,proto3" json:"principal,omitempty"`
+	// The broker that owns the lease (--broker-id); empty without a fleet.
+	BrokerId      string `protobuf:"bytes,17,opt,name=broker_id,json=brokerId,proto3" json:"broker_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2987,6 +3044,13 @@ func (x *LeaseInfo) GetPrincipal() string {
 	return ""
 }
 
+func (x *LeaseInfo) GetBrokerId() string {
+	if x != nil {
+		return x.BrokerId
+	}
+	return ""
+}
+
 type ListLeasesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only leases with all of these labels.
@@ -2994,7 +3058,9 @@ type ListLeasesRequest struct {
 	// Only the lease holding this sticky session.
 	SessionKey string `protobuf:"bytes,2,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
 	// Only the leases of this principal.
-	Principal     string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	// This broker's leases (the default), or every live broker's.
+	Scope         Scope `protobuf:"varint,4,opt,name=scope,proto3,enum=browserbroker.v1.Scope" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3048,6 +3114,13 @@ func (x *ListLeasesRequest) GetPrincipal() string {
 		return x.Principal
 	}
 	return ""
+}
+
+func (x *ListLeasesRequest) GetScope() Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return Scope_SCOPE_UNSPECIFIED
 }
 
 type ListLeasesResponse struct {
@@ -3282,7 +3355,10 @@ func (x *RevokeLeaseResponse) GetReason() ReclaimReason {
 }
 
 type GetStatsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This broker's stats (the default), or the fleet's: counters and gauges
+	// summed over the live brokers, with each one in members.
+	Scope         Scope `protobuf:"varint,1,opt,name=scope,proto3,enum=browserbroker.v1.Scope" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3315,6 +3391,13 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
 	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GetStatsRequest) GetScope() Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return Scope_SCOPE_UNSPECIFIED
 }
 
 // ReasonCount is a counter per reclaim reason.
@@ -3428,7 +3511,11 @@ type GetStatsResponse struct {
 	BrowsersRetired  uint64 `protobuf:"varint,26,opt,name=browsers_retired,json=browsersRetired,proto3" json:"browsers_retired,omitempty"`
 	BrowsersRetiring int32  `protobuf:"varint,27,opt,name=browsers_retiring,json=browsersRetiring,proto3" json:"browsers_retiring,omitempty"`
 	// The browser sources: the local launcher and each --connect endpoint.
-	Sources       []*BrowserSource `protobuf:"bytes,28,rep,name=sources,proto3" json:"sources,omitempty"`
+	Sources []*BrowserSource `protobuf:"bytes,28,rep,name=sources,proto3" json:"sources,omitempty"`
+	// The answering broker's --broker-id; empty without a fleet.
+	BrokerId string `protobuf:"bytes,29,opt,name=broker_id,json=brokerId,proto3" json:"broker_id,omitempty"`
+	// With scope FLEET: the live brokers, as registered in Redis.
+	Members       []*FleetMember `protobuf:"bytes,30,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3659,6 +3746,124 @@ func (x *GetStatsResponse) GetSources() []*BrowserSource {
 	return nil
 }
 
+func (x *GetStatsResponse) GetBrokerId() string {
+	if x != nil {
+		return x.BrokerId
+	}
+	return ""
+}
+
+func (x *GetStatsResponse) GetMembers() []*FleetMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// FleetMember is a live broker of the fleet, as it last registered.
+type FleetMember struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BrokerId string                 `protobuf:"bytes,1,opt,name=broker_id,json=brokerId,proto3" json:"broker_id,omitempty"`
+	// Where other brokers and clients reach it (--advertise-addr).
+	Address  string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Capacity int32  `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Active   int32  `protobuf:"varint,4,opt,name=active,proto3" json:"active,omitempty"`
+	// Leases it could grant now without waiting.
+	Free     int32 `protobuf:"varint,5,opt,name=free,proto3" json:"free,omitempty"`
+	Waiting  int32 `protobuf:"varint,6,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Draining bool  `protobuf:"varint,7,opt,name=draining,proto3" json:"draining,omitempty"`
+	// When it last renewed its registration.
+	HeartbeatAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=heartbeat_at,json=heartbeatAt,proto3" json:"heartbeat_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetMember) Reset() {
+	*x = FleetMember{}
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetMember) ProtoMessage() {}
+
+func (x *FleetMember) ProtoReflect() protoreflect.Message {
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetMember.ProtoReflect.Descriptor instead.
+func (*FleetMember) Descriptor() ([]byte, []int) {
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *FleetMember) GetBrokerId() string {
+	if x != nil {
+		return x.BrokerId
+	}
+	return ""
+}
+
+func (x *FleetMember) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *FleetMember) GetCapacity() int32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *FleetMember) GetActive() int32 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+func (x *FleetMember) GetFree() int32 {
+	if x != nil {
+		return x.Free
+	}
+	return 0
+}
+
+func (x *FleetMember) GetWaiting() int32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *FleetMember) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *FleetMember) GetHeartbeatAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HeartbeatAt
+	}
+	return nil
+}
+
 // BrowserSource is where the broker's browsers come from.
 type BrowserSource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3678,7 +3883,7 @@ type BrowserSource struct {
 
 func (x *BrowserSource) Reset() {
 	*x = BrowserSource{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3690,7 +3895,7 @@ func (x *BrowserSource) String() string {
 func (*BrowserSource) ProtoMessage() {}
 
 func (x *BrowserSource) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[50]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3703,7 +3908,7 @@ func (x *BrowserSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrowserSource.ProtoReflect.Descriptor instead.
 func (*BrowserSource) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{50}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *BrowserSource) GetName() string {
@@ -3768,7 +3973,7 @@ type SessionInfo struct {
 
 func (x *SessionInfo) Reset() {
 	*x = SessionInfo{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3780,7 +3985,7 @@ func (x *SessionInfo) String() string {
 func (*SessionInfo) ProtoMessage() {}
 
 func (x *SessionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[51]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3793,7 +3998,7 @@ func (x *SessionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionInfo.ProtoReflect.Descriptor instead.
 func (*SessionInfo) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{51}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SessionInfo) GetSessionKey() string {
@@ -3853,7 +4058,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3865,7 +4070,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[52]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3878,7 +4083,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{52}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
 }
 
 type ListSessionsResponse struct {
@@ -3890,7 +4095,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3902,7 +4107,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[53]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3915,7 +4120,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{53}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*SessionInfo {
@@ -3934,7 +4139,7 @@ type DeleteSessionRequest struct {
 
 func (x *DeleteSessionRequest) Reset() {
 	*x = DeleteSessionRequest{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3946,7 +4151,7 @@ func (x *DeleteSessionRequest) String() string {
 func (*DeleteSessionRequest) ProtoMessage() {}
 
 func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[54]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3959,7 +4164,7 @@ func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSessionRequest) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{54}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DeleteSessionRequest) GetSessionKey() string {
@@ -3979,7 +4184,7 @@ type DeleteSessionResponse struct {
 
 func (x *DeleteSessionResponse) Reset() {
 	*x = DeleteSessionResponse{}
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3991,7 +4196,7 @@ func (x *DeleteSessionResponse) String() string {
 func (*DeleteSessionResponse) ProtoMessage() {}
 
 func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_browserbroker_v1_broker_proto_msgTypes[55]
+	mi := &file_browserbroker_v1_broker_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4004,7 +4209,7 @@ func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSessionResponse) Descriptor() ([]byte, []int) {
-	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{55}
+	return file_browserbroker_v1_broker_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *DeleteSessionResponse) GetLeaseReason() ReclaimReason {
@@ -4181,7 +4386,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\rDrainResponse\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\x05R\x06active\"\x10\n" +
 	"\x0eUndrainRequest\"\x11\n" +
-	"\x0fUndrainResponse\"\xab\x06\n" +
+	"\x0fUndrainResponse\"\xc8\x06\n" +
 	"\tLeaseInfo\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x122\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1c.browserbroker.v1.LeaseStateR\x05state\x12?\n" +
@@ -4204,15 +4409,17 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x03age\x18\r \x01(\v2\x19.google.protobuf.DurationR\x03age\x12-\n" +
 	"\x04idle\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x04idle\x12\x18\n" +
 	"\abrowser\x18\x0f \x01(\tR\abrowser\x12\x1c\n" +
-	"\tprincipal\x18\x10 \x01(\tR\tprincipal\x1a9\n" +
+	"\tprincipal\x18\x10 \x01(\tR\tprincipal\x12\x1b\n" +
+	"\tbroker_id\x18\x11 \x01(\tR\bbrokerId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
 	"\x11ListLeasesRequest\x12G\n" +
 	"\x06labels\x18\x01 \x03(\v2/.browserbroker.v1.ListLeasesRequest.LabelsEntryR\x06labels\x12\x1f\n" +
 	"\vsession_key\x18\x02 \x01(\tR\n" +
 	"sessionKey\x12\x1c\n" +
-	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x1a9\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12-\n" +
+	"\x05scope\x18\x04 \x01(\x0e2\x17.browserbroker.v1.ScopeR\x05scope\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
@@ -4226,11 +4433,12 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"N\n" +
 	"\x13RevokeLeaseResponse\x127\n" +
-	"\x06reason\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\x06reason\"\x11\n" +
-	"\x0fGetStatsRequest\"\\\n" +
+	"\x06reason\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\x06reason\"@\n" +
+	"\x0fGetStatsRequest\x12-\n" +
+	"\x05scope\x18\x01 \x01(\x0e2\x17.browserbroker.v1.ScopeR\x05scope\"\\\n" +
 	"\vReasonCount\x127\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\x06reason\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\xee\b\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\xc4\t\n" +
 	"\x10GetStatsResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\x05R\bcapacity\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x05R\x06active\x12\x18\n" +
@@ -4263,7 +4471,18 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x10blocked_requests\x18\x19 \x01(\x04R\x0fblockedRequests\x12)\n" +
 	"\x10browsers_retired\x18\x1a \x01(\x04R\x0fbrowsersRetired\x12+\n" +
 	"\x11browsers_retiring\x18\x1b \x01(\x05R\x10browsersRetiring\x129\n" +
-	"\asources\x18\x1c \x03(\v2\x1f.browserbroker.v1.BrowserSourceR\asources\"\xba\x01\n" +
+	"\asources\x18\x1c \x03(\v2\x1f.browserbroker.v1.BrowserSourceR\asources\x12\x1b\n" +
+	"\tbroker_id\x18\x1d \x01(\tR\bbrokerId\x127\n" +
+	"\amembers\x18\x1e \x03(\v2\x1d.browserbroker.v1.FleetMemberR\amembers\"\x81\x02\n" +
+	"\vFleetMember\x12\x1b\n" +
+	"\tbroker_id\x18\x01 \x01(\tR\bbrokerId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
+	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\x12\x16\n" +
+	"\x06active\x18\x04 \x01(\x05R\x06active\x12\x12\n" +
+	"\x04free\x18\x05 \x01(\x05R\x04free\x12\x18\n" +
+	"\awaiting\x18\x06 \x01(\x05R\awaiting\x12\x1a\n" +
+	"\bdraining\x18\a \x01(\bR\bdraining\x12=\n" +
+	"\fheartbeat_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vheartbeatAt\"\xba\x01\n" +
 	"\rBrowserSource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x12\x1a\n" +
@@ -4321,7 +4540,11 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"LeaseState\x12\x1b\n" +
 	"\x17LEASE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12LEASE_STATE_ACTIVE\x10\x01\x12\x17\n" +
-	"\x13LEASE_STATE_CLOSING\x10\x02*v\n" +
+	"\x13LEASE_STATE_CLOSING\x10\x02*A\n" +
+	"\x05Scope\x12\x15\n" +
+	"\x11SCOPE_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fSCOPE_BROKER\x10\x01\x12\x0f\n" +
+	"\vSCOPE_FLEET\x10\x02*v\n" +
 	"\fSessionState\x12\x1d\n" +
 	"\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SESSION_STATE_HELD\x10\x01\x12\x16\n" +
@@ -4368,184 +4591,190 @@ func file_browserbroker_v1_broker_proto_rawDescGZIP() []byte {
 	return file_browserbroker_v1_broker_proto_rawDescData
 }
 
-var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_browserbroker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_browserbroker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_browserbroker_v1_broker_proto_goTypes = []any{
 	(ReclaimReason)(0),              // 0: browserbroker.v1.ReclaimReason
 	(WaitUntil)(0),                  // 1: browserbroker.v1.WaitUntil
 	(ElementState)(0),               // 2: browserbroker.v1.ElementState
 	(ImageFormat)(0),                // 3: browserbroker.v1.ImageFormat
 	(LeaseState)(0),                 // 4: browserbroker.v1.LeaseState
-	(SessionState)(0),               // 5: browserbroker.v1.SessionState
-	(*LeaseRequest)(nil),            // 6: browserbroker.v1.LeaseRequest
-	(*Acquire)(nil),                 // 7: browserbroker.v1.Acquire
-	(*Renew)(nil),                   // 8: browserbroker.v1.Renew
-	(*Release)(nil),                 // 9: browserbroker.v1.Release
-	(*ContextOptions)(nil),          // 10: browserbroker.v1.ContextOptions
-	(*Block)(nil),                   // 11: browserbroker.v1.Block
-	(*Viewport)(nil),                // 12: browserbroker.v1.Viewport
-	(*Proxy)(nil),                   // 13: browserbroker.v1.Proxy
-	(*LeaseResponse)(nil),           // 14: browserbroker.v1.LeaseResponse
-	(*Queued)(nil),                  // 15: browserbroker.v1.Queued
-	(*Granted)(nil),                 // 16: browserbroker.v1.Granted
-	(*Renewed)(nil),                 // 17: browserbroker.v1.Renewed
-	(*Revoked)(nil),                 // 18: browserbroker.v1.Revoked
-	(*NavigateRequest)(nil),         // 19: browserbroker.v1.NavigateRequest
-	(*NavigateResponse)(nil),        // 20: browserbroker.v1.NavigateResponse
-	(*ClickRequest)(nil),            // 21: browserbroker.v1.ClickRequest
-	(*ClickResponse)(nil),           // 22: browserbroker.v1.ClickResponse
-	(*FillRequest)(nil),             // 23: browserbroker.v1.FillRequest
-	(*FillResponse)(nil),            // 24: browserbroker.v1.FillResponse
-	(*PressRequest)(nil),            // 25: browserbroker.v1.PressRequest
-	(*PressResponse)(nil),           // 26: browserbroker.v1.PressResponse
-	(*WaitForSelectorRequest)(nil),  // 27: browserbroker.v1.WaitForSelectorRequest
-	(*WaitForSelectorResponse)(nil), // 28: browserbroker.v1.WaitForSelectorResponse
-	(*EvaluateRequest)(nil),         // 29: browserbroker.v1.EvaluateRequest
-	(*EvaluateResponse)(nil),        // 30: browserbroker.v1.EvaluateResponse
-	(*ContentRequest)(nil),          // 31: browserbroker.v1.ContentRequest
-	(*ContentResponse)(nil),         // 32: browserbroker.v1.ContentResponse
-	(*TextRequest)(nil),             // 33: browserbroker.v1.TextRequest
-	(*TextResponse)(nil),            // 34: browserbroker.v1.TextResponse
-	(*ScreenshotRequest)(nil),       // 35: browserbroker.v1.ScreenshotRequest
-	(*ScreenshotResponse)(nil),      // 36: browserbroker.v1.ScreenshotResponse
-	(*Cookie)(nil),                  // 37: browserbroker.v1.Cookie
-	(*GetCookiesRequest)(nil),       // 38: browserbroker.v1.GetCookiesRequest
-	(*GetCookiesResponse)(nil),      // 39: browserbroker.v1.GetCookiesResponse
-	(*SetCookiesRequest)(nil),       // 40: browserbroker.v1.SetCookiesRequest
-	(*SetCookiesResponse)(nil),      // 41: browserbroker.v1.SetCookiesResponse
-	(*DrainRequest)(nil),            // 42: browserbroker.v1.DrainRequest
-	(*DrainResponse)(nil),           // 43: browserbroker.v1.DrainResponse
-	(*UndrainRequest)(nil),          // 44: browserbroker.v1.UndrainRequest
-	(*UndrainResponse)(nil),         // 45: browserbroker.v1.UndrainResponse
-	(*LeaseInfo)(nil),               // 46: browserbroker.v1.LeaseInfo
-	(*ListLeasesRequest)(nil),       // 47: browserbroker.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),      // 48: browserbroker.v1.ListLeasesResponse
-	(*GetLeaseRequest)(nil),         // 49: browserbroker.v1.GetLeaseRequest
-	(*GetLeaseResponse)(nil),        // 50: browserbroker.v1.GetLeaseResponse
-	(*RevokeLeaseRequest)(nil),      // 51: browserbroker.v1.RevokeLeaseRequest
-	(*RevokeLeaseResponse)(nil),     // 52: browserbroker.v1.RevokeLeaseResponse
-	(*GetStatsRequest)(nil),         // 53: browserbroker.v1.GetStatsRequest
-	(*ReasonCount)(nil),             // 54: browserbroker.v1.ReasonCount
-	(*GetStatsResponse)(nil),        // 55: browserbroker.v1.GetStatsResponse
-	(*BrowserSource)(nil),           // 56: browserbroker.v1.BrowserSource
-	(*SessionInfo)(nil),             // 57: browserbroker.v1.SessionInfo
-	(*ListSessionsRequest)(nil),     // 58: browserbroker.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),    // 59: browserbroker.v1.ListSessionsResponse
-	(*DeleteSessionRequest)(nil),    // 60: browserbroker.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),   // 61: browserbroker.v1.DeleteSessionResponse
-	nil,                             // 62: browserbroker.v1.Acquire.LabelsEntry
-	nil,                             // 63: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	nil,                             // 64: browserbroker.v1.LeaseInfo.LabelsEntry
-	nil,                             // 65: browserbroker.v1.ListLeasesRequest.LabelsEntry
-	(*durationpb.Duration)(nil),     // 66: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 67: google.protobuf.Timestamp
+	(Scope)(0),                      // 5: browserbroker.v1.Scope
+	(SessionState)(0),               // 6: browserbroker.v1.SessionState
+	(*LeaseRequest)(nil),            // 7: browserbroker.v1.LeaseRequest
+	(*Acquire)(nil),                 // 8: browserbroker.v1.Acquire
+	(*Renew)(nil),                   // 9: browserbroker.v1.Renew
+	(*Release)(nil),                 // 10: browserbroker.v1.Release
+	(*ContextOptions)(nil),          // 11: browserbroker.v1.ContextOptions
+	(*Block)(nil),                   // 12: browserbroker.v1.Block
+	(*Viewport)(nil),                // 13: browserbroker.v1.Viewport
+	(*Proxy)(nil),                   // 14: browserbroker.v1.Proxy
+	(*LeaseResponse)(nil),           // 15: browserbroker.v1.LeaseResponse
+	(*Queued)(nil),                  // 16: browserbroker.v1.Queued
+	(*Granted)(nil),                 // 17: browserbroker.v1.Granted
+	(*Renewed)(nil),                 // 18: browserbroker.v1.Renewed
+	(*Revoked)(nil),                 // 19: browserbroker.v1.Revoked
+	(*NavigateRequest)(nil),         // 20: browserbroker.v1.NavigateRequest
+	(*NavigateResponse)(nil),        // 21: browserbroker.v1.NavigateResponse
+	(*ClickRequest)(nil),            // 22: browserbroker.v1.ClickRequest
+	(*ClickResponse)(nil),           // 23: browserbroker.v1.ClickResponse
+	(*FillRequest)(nil),             // 24: browserbroker.v1.FillRequest
+	(*FillResponse)(nil),            // 25: browserbroker.v1.FillResponse
+	(*PressRequest)(nil),            // 26: browserbroker.v1.PressRequest
+	(*PressResponse)(nil),           // 27: browserbroker.v1.PressResponse
+	(*WaitForSelectorRequest)(nil),  // 28: browserbroker.v1.WaitForSelectorRequest
+	(*WaitForSelectorResponse)(nil), // 29: browserbroker.v1.WaitForSelectorResponse
+	(*EvaluateRequest)(nil),         // 30: browserbroker.v1.EvaluateRequest
+	(*EvaluateResponse)(nil),        // 31: browserbroker.v1.EvaluateResponse
+	(*ContentRequest)(nil),          // 32: browserbroker.v1.ContentRequest
+	(*ContentResponse)(nil),         // 33: browserbroker.v1.ContentResponse
+	(*TextRequest)(nil),             // 34: browserbroker.v1.TextRequest
+	(*TextResponse)(nil),            // 35: browserbroker.v1.TextResponse
+	(*ScreenshotRequest)(nil),       // 36: browserbroker.v1.ScreenshotRequest
+	(*ScreenshotResponse)(nil),      // 37: browserbroker.v1.ScreenshotResponse
+	(*Cookie)(nil),                  // 38: browserbroker.v1.Cookie
+	(*GetCookiesRequest)(nil),       // 39: browserbroker.v1.GetCookiesRequest
+	(*GetCookiesResponse)(nil),      // 40: browserbroker.v1.GetCookiesResponse
+	(*SetCookiesRequest)(nil),       // 41: browserbroker.v1.SetCookiesRequest
+	(*SetCookiesResponse)(nil),      // 42: browserbroker.v1.SetCookiesResponse
+	(*DrainRequest)(nil),            // 43: browserbroker.v1.DrainRequest
+	(*DrainResponse)(nil),           // 44: browserbroker.v1.DrainResponse
+	(*UndrainRequest)(nil),          // 45: browserbroker.v1.UndrainRequest
+	(*UndrainResponse)(nil),         // 46: browserbroker.v1.UndrainResponse
+	(*LeaseInfo)(nil),               // 47: browserbroker.v1.LeaseInfo
+	(*ListLeasesRequest)(nil),       // 48: browserbroker.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),      // 49: browserbroker.v1.ListLeasesResponse
+	(*GetLeaseRequest)(nil),         // 50: browserbroker.v1.GetLeaseRequest
+	(*GetLeaseResponse)(nil),        // 51: browserbroker.v1.GetLeaseResponse
+	(*RevokeLeaseRequest)(nil),      // 52: browserbroker.v1.RevokeLeaseRequest
+	(*RevokeLeaseResponse)(nil),     // 53: browserbroker.v1.RevokeLeaseResponse
+	(*GetStatsRequest)(nil),         // 54: browserbroker.v1.GetStatsRequest
+	(*ReasonCount)(nil),             // 55: browserbroker.v1.ReasonCount
+	(*GetStatsResponse)(nil),        // 56: browserbroker.v1.GetStatsResponse
+	(*FleetMember)(nil),             // 57: browserbroker.v1.FleetMember
+	(*BrowserSource)(nil),           // 58: browserbroker.v1.BrowserSource
+	(*SessionInfo)(nil),             // 59: browserbroker.v1.SessionInfo
+	(*ListSessionsRequest)(nil),     // 60: browserbroker.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),    // 61: browserbroker.v1.ListSessionsResponse
+	(*DeleteSessionRequest)(nil),    // 62: browserbroker.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),   // 63: browserbroker.v1.DeleteSessionResponse
+	nil,                             // 64: browserbroker.v1.Acquire.LabelsEntry
+	nil,                             // 65: browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	nil,                             // 66: browserbroker.v1.LeaseInfo.LabelsEntry
+	nil,                             // 67: browserbroker.v1.ListLeasesRequest.LabelsEntry
+	(*durationpb.Duration)(nil),     // 68: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 69: google.protobuf.Timestamp
 }
 var file_browserbroker_v1_broker_proto_depIdxs = []int32{
-	7,  // 0: browserbroker.v1.LeaseRequest.acquire:type_name -> browserbroker.v1.Acquire
-	8,  // 1: browserbroker.v1.LeaseRequest.renew:type_name -> browserbroker.v1.Renew
-	9,  // 2: browserbroker.v1.LeaseRequest.release:type_name -> browserbroker.v1.Release
-	66, // 3: browserbroker.v1.Acquire.ttl:type_name -> google.protobuf.Duration
-	66, // 4: browserbroker.v1.Acquire.wait_timeout:type_name -> google.protobuf.Duration
-	10, // 5: browserbroker.v1.Acquire.context:type_name -> browserbroker.v1.ContextOptions
-	62, // 6: browserbroker.v1.Acquire.labels:type_name -> browserbroker.v1.Acquire.LabelsEntry
-	66, // 7: browserbroker.v1.Acquire.max_lifetime:type_name -> google.protobuf.Duration
-	12, // 8: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
-	63, // 9: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
-	13, // 10: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
-	11, // 11: browserbroker.v1.ContextOptions.block:type_name -> browserbroker.v1.Block
-	15, // 12: browserbroker.v1.LeaseResponse.queued:type_name -> browserbroker.v1.Queued
-	16, // 13: browserbroker.v1.LeaseResponse.granted:type_name -> browserbroker.v1.Granted
-	17, // 14: browserbroker.v1.LeaseResponse.renewed:type_name -> browserbroker.v1.Renewed
-	18, // 15: browserbroker.v1.LeaseResponse.revoked:type_name -> browserbroker.v1.Revoked
-	67, // 16: browserbroker.v1.Granted.expires_at:type_name -> google.protobuf.Timestamp
-	67, // 17: browserbroker.v1.Granted.max_expires_at:type_name -> google.protobuf.Timestamp
-	66, // 18: browserbroker.v1.Granted.ttl:type_name -> google.protobuf.Duration
-	67, // 19: browserbroker.v1.Renewed.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 0: browserbroker.v1.LeaseRequest.acquire:type_name -> browserbroker.v1.Acquire
+	9,  // 1: browserbroker.v1.LeaseRequest.renew:type_name -> browserbroker.v1.Renew
+	10, // 2: browserbroker.v1.LeaseRequest.release:type_name -> browserbroker.v1.Release
+	68, // 3: browserbroker.v1.Acquire.ttl:type_name -> google.protobuf.Duration
+	68, // 4: browserbroker.v1.Acquire.wait_timeout:type_name -> google.protobuf.Duration
+	11, // 5: browserbroker.v1.Acquire.context:type_name -> browserbroker.v1.ContextOptions
+	64, // 6: browserbroker.v1.Acquire.labels:type_name -> browserbroker.v1.Acquire.LabelsEntry
+	68, // 7: browserbroker.v1.Acquire.max_lifetime:type_name -> google.protobuf.Duration
+	13, // 8: browserbroker.v1.ContextOptions.viewport:type_name -> browserbroker.v1.Viewport
+	65, // 9: browserbroker.v1.ContextOptions.extra_http_headers:type_name -> browserbroker.v1.ContextOptions.ExtraHttpHeadersEntry
+	14, // 10: browserbroker.v1.ContextOptions.proxy:type_name -> browserbroker.v1.Proxy
+	12, // 11: browserbroker.v1.ContextOptions.block:type_name -> browserbroker.v1.Block
+	16, // 12: browserbroker.v1.LeaseResponse.queued:type_name -> browserbroker.v1.Queued
+	17, // 13: browserbroker.v1.LeaseResponse.granted:type_name -> browserbroker.v1.Granted
+	18, // 14: browserbroker.v1.LeaseResponse.renewed:type_name -> browserbroker.v1.Renewed
+	19, // 15: browserbroker.v1.LeaseResponse.revoked:type_name -> browserbroker.v1.Revoked
+	69, // 16: browserbroker.v1.Granted.expires_at:type_name -> google.protobuf.Timestamp
+	69, // 17: browserbroker.v1.Granted.max_expires_at:type_name -> google.protobuf.Timestamp
+	68, // 18: browserbroker.v1.Granted.ttl:type_name -> google.protobuf.Duration
+	69, // 19: browserbroker.v1.Renewed.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 20: browserbroker.v1.Revoked.reason:type_name -> browserbroker.v1.ReclaimReason
 	1,  // 21: browserbroker.v1.NavigateRequest.wait_until:type_name -> browserbroker.v1.WaitUntil
-	66, // 22: browserbroker.v1.NavigateRequest.timeout:type_name -> google.protobuf.Duration
-	66, // 23: browserbroker.v1.ClickRequest.timeout:type_name -> google.protobuf.Duration
-	66, // 24: browserbroker.v1.FillRequest.timeout:type_name -> google.protobuf.Duration
-	66, // 25: browserbroker.v1.PressRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 22: browserbroker.v1.NavigateRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 23: browserbroker.v1.ClickRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 24: browserbroker.v1.FillRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 25: browserbroker.v1.PressRequest.timeout:type_name -> google.protobuf.Duration
 	2,  // 26: browserbroker.v1.WaitForSelectorRequest.state:type_name -> browserbroker.v1.ElementState
-	66, // 27: browserbroker.v1.WaitForSelectorRequest.timeout:type_name -> google.protobuf.Duration
-	66, // 28: browserbroker.v1.EvaluateRequest.timeout:type_name -> google.protobuf.Duration
-	66, // 29: browserbroker.v1.ContentRequest.timeout:type_name -> google.protobuf.Duration
-	66, // 30: browserbroker.v1.TextRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 27: browserbroker.v1.WaitForSelectorRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 28: browserbroker.v1.EvaluateRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 29: browserbroker.v1.ContentRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 30: browserbroker.v1.TextRequest.timeout:type_name -> google.protobuf.Duration
 	3,  // 31: browserbroker.v1.ScreenshotRequest.format:type_name -> browserbroker.v1.ImageFormat
-	66, // 32: browserbroker.v1.ScreenshotRequest.timeout:type_name -> google.protobuf.Duration
+	68, // 32: browserbroker.v1.ScreenshotRequest.timeout:type_name -> google.protobuf.Duration
 	3,  // 33: browserbroker.v1.ScreenshotResponse.format:type_name -> browserbroker.v1.ImageFormat
-	37, // 34: browserbroker.v1.GetCookiesResponse.cookies:type_name -> browserbroker.v1.Cookie
-	37, // 35: browserbroker.v1.SetCookiesRequest.cookies:type_name -> browserbroker.v1.Cookie
+	38, // 34: browserbroker.v1.GetCookiesResponse.cookies:type_name -> browserbroker.v1.Cookie
+	38, // 35: browserbroker.v1.SetCookiesRequest.cookies:type_name -> browserbroker.v1.Cookie
 	4,  // 36: browserbroker.v1.LeaseInfo.state:type_name -> browserbroker.v1.LeaseState
-	64, // 37: browserbroker.v1.LeaseInfo.labels:type_name -> browserbroker.v1.LeaseInfo.LabelsEntry
-	67, // 38: browserbroker.v1.LeaseInfo.granted_at:type_name -> google.protobuf.Timestamp
-	67, // 39: browserbroker.v1.LeaseInfo.expires_at:type_name -> google.protobuf.Timestamp
-	67, // 40: browserbroker.v1.LeaseInfo.max_expires_at:type_name -> google.protobuf.Timestamp
-	67, // 41: browserbroker.v1.LeaseInfo.last_activity_at:type_name -> google.protobuf.Timestamp
+	66, // 37: browserbroker.v1.LeaseInfo.labels:type_name -> browserbroker.v1.LeaseInfo.LabelsEntry
+	69, // 38: browserbroker.v1.LeaseInfo.granted_at:type_name -> google.protobuf.Timestamp
+	69, // 39: browserbroker.v1.LeaseInfo.expires_at:type_name -> google.protobuf.Timestamp
+	69, // 40: browserbroker.v1.LeaseInfo.max_expires_at:type_name -> google.protobuf.Timestamp
+	69, // 41: browserbroker.v1.LeaseInfo.last_activity_at:type_name -> google.protobuf.Timestamp
 	0,  // 42: browserbroker.v1.LeaseInfo.reason:type_name -> browserbroker.v1.ReclaimReason
-	66, // 43: browserbroker.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
-	66, // 44: browserbroker.v1.LeaseInfo.age:type_name -> google.protobuf.Duration
-	66, // 45: browserbroker.v1.LeaseInfo.idle:type_name -> google.protobuf.Duration
-	65, // 46: browserbroker.v1.ListLeasesRequest.labels:type_name -> browserbroker.v1.ListLeasesRequest.LabelsEntry
-	46, // 47: browserbroker.v1.ListLeasesResponse.leases:type_name -> browserbroker.v1.LeaseInfo
-	46, // 48: browserbroker.v1.GetLeaseResponse.lease:type_name -> browserbroker.v1.LeaseInfo
-	0,  // 49: browserbroker.v1.RevokeLeaseResponse.reason:type_name -> browserbroker.v1.ReclaimReason
-	0,  // 50: browserbroker.v1.ReasonCount.reason:type_name -> browserbroker.v1.ReclaimReason
-	54, // 51: browserbroker.v1.GetStatsResponse.reclaimed:type_name -> browserbroker.v1.ReasonCount
-	66, // 52: browserbroker.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
-	66, // 53: browserbroker.v1.GetStatsResponse.oldest_wait:type_name -> google.protobuf.Duration
-	56, // 54: browserbroker.v1.GetStatsResponse.sources:type_name -> browserbroker.v1.BrowserSource
-	5,  // 55: browserbroker.v1.SessionInfo.state:type_name -> browserbroker.v1.SessionState
-	67, // 56: browserbroker.v1.SessionInfo.closes_at:type_name -> google.protobuf.Timestamp
-	67, // 57: browserbroker.v1.SessionInfo.saved_at:type_name -> google.protobuf.Timestamp
-	57, // 58: browserbroker.v1.ListSessionsResponse.sessions:type_name -> browserbroker.v1.SessionInfo
-	0,  // 59: browserbroker.v1.DeleteSessionResponse.lease_reason:type_name -> browserbroker.v1.ReclaimReason
-	6,  // 60: browserbroker.v1.LeaseService.Lease:input_type -> browserbroker.v1.LeaseRequest
-	19, // 61: browserbroker.v1.PageService.Navigate:input_type -> browserbroker.v1.NavigateRequest
-	21, // 62: browserbroker.v1.PageService.Click:input_type -> browserbroker.v1.ClickRequest
-	23, // 63: browserbroker.v1.PageService.Fill:input_type -> browserbroker.v1.FillRequest
-	25, // 64: browserbroker.v1.PageService.Press:input_type -> browserbroker.v1.PressRequest
-	27, // 65: browserbroker.v1.PageService.WaitForSelector:input_type -> browserbroker.v1.WaitForSelectorRequest
-	29, // 66: browserbroker.v1.PageService.Evaluate:input_type -> browserbroker.v1.EvaluateRequest
-	31, // 67: browserbroker.v1.PageService.Content:input_type -> browserbroker.v1.ContentRequest
-	33, // 68: browserbroker.v1.PageService.Text:input_type -> browserbroker.v1.TextRequest
-	35, // 69: browserbroker.v1.PageService.Screenshot:input_type -> browserbroker.v1.ScreenshotRequest
-	38, // 70: browserbroker.v1.PageService.GetCookies:input_type -> browserbroker.v1.GetCookiesRequest
-	40, // 71: browserbroker.v1.PageService.SetCookies:input_type -> browserbroker.v1.SetCookiesRequest
-	47, // 72: browserbroker.v1.AdminService.ListLeases:input_type -> browserbroker.v1.ListLeasesRequest
-	49, // 73: browserbroker.v1.AdminService.GetLease:input_type -> browserbroker.v1.GetLeaseRequest
-	51, // 74: browserbroker.v1.AdminService.RevokeLease:input_type -> browserbroker.v1.RevokeLeaseRequest
-	53, // 75: browserbroker.v1.AdminService.GetStats:input_type -> browserbroker.v1.GetStatsRequest
-	42, // 76: browserbroker.v1.AdminService.Drain:input_type -> browserbroker.v1.DrainRequest
-	44, // 77: browserbroker.v1.AdminService.Undrain:input_type -> browserbroker.v1.UndrainRequest
-	58, // 78: browserbroker.v1.AdminService.ListSessions:input_type -> browserbroker.v1.ListSessionsRequest
-	60, // 79: browserbroker.v1.AdminService.DeleteSession:input_type -> browserbroker.v1.DeleteSessionRequest
-	14, // 80: browserbroker.v1.LeaseService.Lease:output_type -> browserbroker.v1.LeaseResponse
-	20, // 81: browserbroker.v1.PageService.Navigate:output_type -> browserbroker.v1.NavigateResponse
-	22, // 82: browserbroker.v1.PageService.Click:output_type -> browserbroker.v1.ClickResponse
-	24, // 83: browserbroker.v1.PageService.Fill:output_type -> browserbroker.v1.FillResponse
-	26, // 84: browserbroker.v1.PageService.Press:output_type -> browserbroker.v1.PressResponse
-	28, // 85: browserbroker.v1.PageService.WaitForSelector:output_type -> browserbroker.v1.WaitForSelectorResponse
-	30, // 86: browserbroker.v1.PageService.Evaluate:output_type -> browserbroker.v1.EvaluateResponse
-	32, // 87: browserbroker.v1.PageService.Content:output_type -> browserbroker.v1.ContentResponse
-	34, // 88: browserbroker.v1.PageService.Text:output_type -> browserbroker.v1.TextResponse
-	36, // 89: browserbroker.v1.PageService.Screenshot:output_type -> browserbroker.v1.ScreenshotResponse
-	39, // 90: browserbroker.v1.PageService.GetCookies:output_type -> browserbroker.v1.GetCookiesResponse
-	41, // 91: browserbroker.v1.PageService.SetCookies:output_type -> browserbroker.v1.SetCookiesResponse
-	48, // 92: browserbroker.v1.AdminService.ListLeases:output_type -> browserbroker.v1.ListLeasesResponse
-	50, // 93: browserbroker.v1.AdminService.GetLease:output_type -> browserbroker.v1.GetLeaseResponse
-	52, // 94: browserbroker.v1.AdminService.RevokeLease:output_type -> browserbroker.v1.RevokeLeaseResponse
-	55, // 95: browserbroker.v1.AdminService.GetStats:output_type -> browserbroker.v1.GetStatsResponse
-	43, // 96: browserbroker.v1.AdminService.Drain:output_type -> browserbroker.v1.DrainResponse
-	45, // 97: browserbroker.v1.AdminService.Undrain:output_type -> browserbroker.v1.UndrainResponse
-	59, // 98: browserbroker.v1.AdminService.ListSessions:output_type -> browserbroker.v1.ListSessionsResponse
-	61, // 99: browserbroker.v1.AdminService.DeleteSession:output_type -> browserbroker.v1.DeleteSessionResponse
-	80, // [80:100] is the sub-list for method output_type
-	60, // [60:80] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	68, // 43: browserbroker.v1.LeaseInfo.ttl:type_name -> google.protobuf.Duration
+	68, // 44: browserbroker.v1.LeaseInfo.age:type_name -> google.protobuf.Duration
+	68, // 45: browserbroker.v1.LeaseInfo.idle:type_name -> google.protobuf.Duration
+	67, // 46: browserbroker.v1.ListLeasesRequest.labels:type_name -> browserbroker.v1.ListLeasesRequest.LabelsEntry
+	5,  // 47: browserbroker.v1.ListLeasesRequest.scope:type_name -> browserbroker.v1.Scope
+	47, // 48: browserbroker.v1.ListLeasesResponse.leases:type_name -> browserbroker.v1.LeaseInfo
+	47, // 49: browserbroker.v1.GetLeaseResponse.lease:type_name -> browserbroker.v1.LeaseInfo
+	0,  // 50: browserbroker.v1.RevokeLeaseResponse.reason:type_name -> browserbroker.v1.ReclaimReason
+	5,  // 51: browserbroker.v1.GetStatsRequest.scope:type_name -> browserbroker.v1.Scope
+	0,  // 52: browserbroker.v1.ReasonCount.reason:type_name -> browserbroker.v1.ReclaimReason
+	55, // 53: browserbroker.v1.GetStatsResponse.reclaimed:type_name -> browserbroker.v1.ReasonCount
+	68, // 54: browserbroker.v1.GetStatsResponse.uptime:type_name -> google.protobuf.Duration
+	68, // 55: browserbroker.v1.GetStatsResponse.oldest_wait:type_name -> google.protobuf.Duration
+	58, // 56: browserbroker.v1.GetStatsResponse.sources:type_name -> browserbroker.v1.BrowserSource
+	57, // 57: browserbroker.v1.GetStatsResponse.members:type_name -> browserbroker.v1.FleetMember
+	69, // 58: browserbroker.v1.FleetMember.heartbeat_at:type_name -> google.protobuf.Timestamp
+	6,  // 59: browserbroker.v1.SessionInfo.state:type_name -> browserbroker.v1.SessionState
+	69, // 60: browserbroker.v1.SessionInfo.closes_at:type_name -> google.protobuf.Timestamp
+	69, // 61: browserbroker.v1.SessionInfo.saved_at:type_name -> google.protobuf.Timestamp
+	59, // 62: browserbroker.v1.ListSessionsResponse.sessions:type_name -> browserbroker.v1.SessionInfo
+	0,  // 63: browserbroker.v1.DeleteSessionResponse.lease_reason:type_name -> browserbroker.v1.ReclaimReason
+	7,  // 64: browserbroker.v1.LeaseService.Lease:input_type -> browserbroker.v1.LeaseRequest
+	20, // 65: browserbroker.v1.PageService.Navigate:input_type -> browserbroker.v1.NavigateRequest
+	22, // 66: browserbroker.v1.PageService.Click:input_type -> browserbroker.v1.ClickRequest
+	24, // 67: browserbroker.v1.PageService.Fill:input_type -> browserbroker.v1.FillRequest
+	26, // 68: browserbroker.v1.PageService.Press:input_type -> browserbroker.v1.PressRequest
+	28, // 69: browserbroker.v1.PageService.WaitForSelector:input_type -> browserbroker.v1.WaitForSelectorRequest
+	30, // 70: browserbroker.v1.PageService.Evaluate:input_type -> browserbroker.v1.EvaluateRequest
+	32, // 71: browserbroker.v1.PageService.Content:input_type -> browserbroker.v1.ContentRequest
+	34, // 72: browserbroker.v1.PageService.Text:input_type -> browserbroker.v1.TextRequest
+	36, // 73: browserbroker.v1.PageService.Screenshot:input_type -> browserbroker.v1.ScreenshotRequest
+	39, // 74: browserbroker.v1.PageService.GetCookies:input_type -> browserbroker.v1.GetCookiesRequest
+	41, // 75: browserbroker.v1.PageService.SetCookies:input_type -> browserbroker.v1.SetCookiesRequest
+	48, // 76: browserbroker.v1.AdminService.ListLeases:input_type -> browserbroker.v1.ListLeasesRequest
+	50, // 77: browserbroker.v1.AdminService.GetLease:input_type -> browserbroker.v1.GetLeaseRequest
+	52, // 78: browserbroker.v1.AdminService.RevokeLease:input_type -> browserbroker.v1.RevokeLeaseRequest
+	54, // 79: browserbroker.v1.AdminService.GetStats:input_type -> browserbroker.v1.GetStatsRequest
+	43, // 80: browserbroker.v1.AdminService.Drain:input_type -> browserbroker.v1.DrainRequest
+	45, // 81: browserbroker.v1.AdminService.Undrain:input_type -> browserbroker.v1.UndrainRequest
+	60, // 82: browserbroker.v1.AdminService.ListSessions:input_type -> browserbroker.v1.ListSessionsRequest
+	62, // 83: browserbroker.v1.AdminService.DeleteSession:input_type -> browserbroker.v1.DeleteSessionRequest
+	15, // 84: browserbroker.v1.LeaseService.Lease:output_type -> browserbroker.v1.LeaseResponse
+	21, // 85: browserbroker.v1.PageService.Navigate:output_type -> browserbroker.v1.NavigateResponse
+	23, // 86: browserbroker.v1.PageService.Click:output_type -> browserbroker.v1.ClickResponse
+	25, // 87: browserbroker.v1.PageService.Fill:output_type -> browserbroker.v1.FillResponse
+	27, // 88: browserbroker.v1.PageService.Press:output_type -> browserbroker.v1.PressResponse
+	29, // 89: browserbroker.v1.PageService.WaitForSelector:output_type -> browserbroker.v1.WaitForSelectorResponse
+	31, // 90: browserbroker.v1.PageService.Evaluate:output_type -> browserbroker.v1.EvaluateResponse
+	33, // 91: browserbroker.v1.PageService.Content:output_type -> browserbroker.v1.ContentResponse
+	35, // 92: browserbroker.v1.PageService.Text:output_type -> browserbroker.v1.TextResponse
+	37, // 93: browserbroker.v1.PageService.Screenshot:output_type -> browserbroker.v1.ScreenshotResponse
+	40, // 94: browserbroker.v1.PageService.GetCookies:output_type -> browserbroker.v1.GetCookiesResponse
+	42, // 95: browserbroker.v1.PageService.SetCookies:output_type -> browserbroker.v1.SetCookiesResponse
+	49, // 96: browserbroker.v1.AdminService.ListLeases:output_type -> browserbroker.v1.ListLeasesResponse
+	51, // 97: browserbroker.v1.AdminService.GetLease:output_type -> browserbroker.v1.GetLeaseResponse
+	53, // 98: browserbroker.v1.AdminService.RevokeLease:output_type -> browserbroker.v1.RevokeLeaseResponse
+	56, // 99: browserbroker.v1.AdminService.GetStats:output_type -> browserbroker.v1.GetStatsResponse
+	44, // 100: browserbroker.v1.AdminService.Drain:output_type -> browserbroker.v1.DrainResponse
+	46, // 101: browserbroker.v1.AdminService.Undrain:output_type -> browserbroker.v1.UndrainResponse
+	61, // 102: browserbroker.v1.AdminService.ListSessions:output_type -> browserbroker.v1.ListSessionsResponse
+	63, // 103: browserbroker.v1.AdminService.DeleteSession:output_type -> browserbroker.v1.DeleteSessionResponse
+	84, // [84:104] is the sub-list for method output_type
+	64, // [64:84] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_browserbroker_v1_broker_proto_init() }
@@ -4570,8 +4799,8 @@ func file_browserbroker_v1_broker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_browserbroker_v1_broker_proto_rawDesc), len(file_browserbroker_v1_broker_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   60,
+			NumEnums:      7,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

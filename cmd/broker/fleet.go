@@ -1,0 +1,147 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/browserbroker/broker/internal/fleet"
+	"github.com/browserbroker/broker/internal/lease"
+)
+
+// fleetConfig holds the flags of the Redis fleet.
+type fleetConfig struct {
+	redisURL  string
+	id        string
+	advertise string
+	ttl       time.Duration
+	ca        string
+}
+
+func (f *fleetConfig) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.redisURL, "redis", "", "join a fleet of brokers on this Redis (redis://[user:password@]host:port/db, rediss:// for TLS); default: a broker on its own")
+	fs.StringVar(&f.id, "broker-id", "", "this broker's id in the fleet and in its lease ids: 1-40 of a-z, 0-9, '-' (default: from the host name)")
+	fs.StringVar(&f.advertise, "advertise-addr", "", "host:port where the fleet's other brokers reach this one (default: --addr, when it names a host)")
+	fs.DurationVar(&f.ttl, "fleet-ttl", 5*time.Second, "a broker that stops renewing its registration for this long drops out of the fleet (renewed every third of it)")
+	fs.StringVar(&f.ca, "fleet-ca", "", "PEM CA file to verify the other brokers' TLS certificates (default: the system's roots); with --tls-cert the brokers call each other over TLS, presenting that certificate")
+}
+
+var notIDChars = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// defaultBrokerID makes an id from the host name (a pod's name in
+// Kubernetes), else a random one.
+func defaultBrokerID() string {
+	h, _ := os.Hostname()
+	id := strings.Trim(notIDChars.ReplaceAllString(strings.ToLower(h), "-"), "-")
+	if len(id) > 40 {
+		id = strings.Trim(id[len(id)-40:], "-")
+	}
+	if fleet.ValidID(id) != nil {
+		id = "b-" + strings.ToLower(rand.Text()[:12])
+	}
+	return id
+}
+
+// check fills the defaults and checks the flags together.
+func (f *fleetConfig) check(listen string) error {
+	if f.redisURL == "" {
+		if f.id != "" || f.advertise != "" || f.ca != "" {
+			return errors.New("--broker-id, --advertise-addr and --fleet-ca need --redis")
+		}
+		return nil
+	}
+	if _, err := redis.ParseURL(f.redisURL); err != nil {
+		return fmt.Errorf("--redis: %w", err)
+	}
+	if f.id == "" {
+		f.id = defaultBrokerID()
+	}
+	if err := fleet.ValidID(f.id); err != nil {
+		return fmt.Errorf("--broker-id: %w", err)
+	}
+	if f.ttl < 300*time.Millisecond {
+		return errors.New("--fleet-ttl must be at least 300ms")
+	}
+	return nil
+}
+
+// advertised is --advertise-addr, else the listen address when it names a
+// host other brokers could reach.
+func (f *fleetConfig) advertised(lis net.Addr, flagAddr string) (string, error) {
+	if f.advertise != "" {
+		if _, _, err := net.SplitHostPort(f.advertise); err != nil {
+			return "", fmt.Errorf("--advertise-addr: %w", err)
+		}
+		return f.advertise, nil
+	}
+	host, _, err := net.SplitHostPort(flagAddr)
+	if err != nil || host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		return "", fmt.Errorf("--addr %s names no host the fleet can reach: give --advertise-addr", flagAddr)
+	}
+	_, port, _ := net.SplitHostPort(lis.String())
+	return net.JoinHostPort(host, port), nil
+}
+
+// dialOptions are the credentials of calls to the other brokers: TLS when
+// this broker serves TLS (its own certificate presented, for brokers that
+// want client certificates), else plaintext.
+func (f *fleetConfig) dialOptions(serverTLS *tls.Config) ([]grpc.DialOption, error) {
+	if serverTLS == nil {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.ca != "" {
+		pem, err := os.ReadFile(f.ca)
+		if err != nil {
+			return nil, fmt.Errorf("--fleet-ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--fleet-ca %s: no PEM certificate in it", f.ca)
+		}
+	}
+	if serverTLS.GetCertificate != nil {
+		get := serverTLS.GetCertificate
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get(nil) }
+	} else {
+		cfg.Certificates = serverTLS.Certificates
+	}
+	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, nil
+}
+
+// join joins the fleet: lease ids name this broker, and its registration
+// reports the lease manager's load.
+func (f *fleetConfig) join(leases *lease.Manager, addr string, log *zap.Logger) (*fleet.Fleet, *redis.Client, error) {
+	opt, err := redis.ParseURL(f.redisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--redis: %w", err)
+	}
+	// Fail fast while Redis is away: the broker serves alone meanwhile.
+	opt.MaxRetries = 1
+	opt.DialTimeout = time.Second
+	rdb := redis.NewClient(opt)
+	fl, err := fleet.New(fleet.Config{Redis: rdb, ID: f.id, Address: addr, TTL: f.ttl, Logger: log,
+		Load: func() fleet.Load {
+			st := leases.Stats()
+			return fleet.Load{Capacity: st.Capacity, Active: st.Active, Waiting: st.Waiting, Free: st.Free(), Draining: st.Draining}
+		}})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return fl, rdb, nil
+}

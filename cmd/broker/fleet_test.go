@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+	"github.com/browserbroker/broker/internal/fleet"
+	"github.com/browserbroker/broker/internal/testredis"
+)
+
+// fleetOf starts n brokers of one lease each on Redis, named b1..bn.
+func fleetOf(t *testing.T, r *testredis.Server, n int) []*brokerProc {
+	t.Helper()
+	var bs []*brokerProc
+	for i := 1; i <= n; i++ {
+		bs = append(bs, startBroker(t, "--max-leases", "1", "--redis", r.URL(), "--broker-id", fmt.Sprintf("b%d", i),
+			"--fleet-ttl", "1500ms"))
+	}
+	return bs
+}
+
+func fleetStats(t *testing.T, admin brokerv1.AdminServiceClient) (*brokerv1.GetStatsResponse, error) {
+	t.Helper()
+	return admin.GetStats(callCtx(t, 10*time.Second), &brokerv1.GetStatsRequest{Scope: brokerv1.Scope_SCOPE_FLEET})
+}
+
+func memberIDs(s *brokerv1.GetStatsResponse) string {
+	var ids []string
+	for _, m := range s.GetMembers() {
+		ids = append(ids, m.GetBrokerId())
+	}
+	return strings.Join(ids, ",")
+}
+
+func waitFleet(t *testing.T, admin brokerv1.AdminServiceClient, within time.Duration, what string, ok func(*brokerv1.GetStatsResponse) bool) *brokerv1.GetStatsResponse {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		s, err := fleetStats(t, admin)
+		if err == nil && ok(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GetStats(FLEET) after %v = members %s, %v; want %s", within, memberIDs(s), err, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Three brokers of one lease each, on a real redis-server: a client that
+// knows only the first gets three leases, one on each broker; page and
+// admin calls for each reach its owner through the first; the fleet's
+// stats and leases add up; whichever side ends a forwarded lease, its
+// owner reclaims it once. Then Redis restarts, and a broker is killed.
+func TestFleet(t *testing.T) {
+	needDeps(t)
+	r := testredis.Start(t)
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		fmt.Fprint(w, `<!doctype html><title>fleet</title><h1>hello</h1>`)
+	}))
+	defer site.Close()
+	bs := fleetOf(t, r, 3)
+	conn := dial(t, bs[0].addr)
+	page, admin := brokerv1.NewPageServiceClient(conn), brokerv1.NewAdminServiceClient(conn)
+	waitFleet(t, admin, 10*time.Second, "b1,b2,b3", func(s *brokerv1.GetStatsResponse) bool { return memberIDs(s) == "b1,b2,b3" })
+
+	// Three acquires through b1: b1's own lease first, then b2's and b3's.
+	byOwner := map[string]*testLease{}
+	for range 3 {
+		l := acquireLease(t, conn, 0)
+		byOwner[fleet.OwnerOf(l.id)] = l
+		// Wait until the owner's registration says it is full, so the
+		// next acquire goes elsewhere.
+		waitFleet(t, admin, 5*time.Second, l.id+"'s broker full", func(s *brokerv1.GetStatsResponse) bool {
+			for _, m := range s.GetMembers() {
+				if m.GetBrokerId() == fleet.OwnerOf(l.id) {
+					return m.GetFree() == 0
+				}
+			}
+			return false
+		})
+	}
+	var owners []string
+	for o := range byOwner {
+		owners = append(owners, o)
+	}
+	sort.Strings(owners)
+	if strings.Join(owners, ",") != "b1,b2,b3" {
+		t.Fatalf("three leases acquired through b1 live on %v, want b1, b2 and b3", owners)
+	}
+	for o, l := range byOwner {
+		navigate(t, page, l.id, site.URL+"/"+o)
+		if got := evaluate(t, page, l.id, "location.pathname"); got != `"/`+o+`"` {
+			t.Errorf("Evaluate(location.pathname) on %s through b1 = %s, want \"/%s\"", l.id, got, o)
+		}
+	}
+	s := waitFleet(t, admin, 5*time.Second, "capacity 3, active 3", func(s *brokerv1.GetStatsResponse) bool {
+		return s.GetCapacity() == 3 && s.GetActive() == 3
+	})
+	if s.GetBrowserContexts() != 3 || !s.GetInvariantOk() || s.GetGrantedTotal() != 3 || s.GetBrokerId() != "b1" {
+		t.Errorf("GetStats(FLEET) = contexts %d, invariant %v, granted %d, broker %q; want 3, true, 3, b1",
+			s.GetBrowserContexts(), s.GetInvariantOk(), s.GetGrantedTotal(), s.GetBrokerId())
+	}
+	ll, err := admin.ListLeases(callCtx(t, 10*time.Second), &brokerv1.ListLeasesRequest{Scope: brokerv1.Scope_SCOPE_FLEET})
+	if err != nil || len(ll.GetLeases()) != 3 {
+		t.Fatalf("ListLeases(FLEET) = %v, %v; want the three leases", ll, err)
+	}
+	for _, li := range ll.GetLeases() {
+		if li.GetBrokerId() != fleet.OwnerOf(li.GetLeaseId()) || li.GetCommands() != 2 {
+			t.Errorf("ListLeases(FLEET): %s on %q with %d commands, want on its owner with 2", li.GetLeaseId(), li.GetBrokerId(), li.GetCommands())
+		}
+	}
+	if ll, err := admin.ListLeases(callCtx(t, 10*time.Second), &brokerv1.ListLeasesRequest{}); err != nil || len(ll.GetLeases()) != 1 {
+		t.Errorf("ListLeases() on b1 = %v, %v; want b1's one lease", ll, err)
+	}
+	// A fourth acquire waits (every broker is full) and is granted on b1
+	// when b1's lease ends.
+	if _, err := page.Evaluate(callCtx(t, 10*time.Second), &brokerv1.EvaluateRequest{LeaseId: fleet.LeaseIDPrefix("b9") + "X", Expression: "1"}); status.Code(err) != codes.NotFound {
+		t.Errorf("Evaluate on a lease of an unknown broker = %v, want NOT_FOUND", err)
+	}
+
+	// Revoke b2's lease through b1: its holder, on b1, hears REVOKED.
+	revokedAt := time.Now()
+	if resp, err := admin.RevokeLease(callCtx(t, 10*time.Second), &brokerv1.RevokeLeaseRequest{LeaseId: byOwner["b2"].id}); err != nil ||
+		resp.GetReason() != brokerv1.ReclaimReason_RECLAIM_REASON_REVOKED {
+		t.Fatalf("RevokeLease(%s) through b1 = %v, %v; want REVOKED", byOwner["b2"].id, resp, err)
+	}
+	byOwner["b2"].wantRevoked(t, brokerv1.ReclaimReason_RECLAIM_REASON_REVOKED, revokedAt, 2*time.Second)
+	// The client drops b3's lease stream: b3 reclaims it, STREAM_CLOSED.
+	byOwner["b3"].cancel()
+	b3 := brokerv1.NewAdminServiceClient(dial(t, bs[2].addr))
+	waitStats(t, b3, time.Now(), 5*time.Second, "b3's lease reclaimed by STREAM_CLOSED", func(s *brokerv1.GetStatsResponse) bool {
+		return settled(0)(s) && reclaimedBy(s, brokerv1.ReclaimReason_RECLAIM_REASON_STREAM_CLOSED) == 1 && s.GetReclaimedTotal() == 1
+	})
+	// b1's lease, released: every broker's books balance, each lease
+	// reclaimed once, on its owner.
+	byOwner["b1"].release(t)
+	s = waitFleet(t, admin, 5*time.Second, "all reclaimed", func(s *brokerv1.GetStatsResponse) bool { return settled(0)(s) })
+	if s.GetReclaimedTotal() != 3 || s.GetDuplicateTriggers() > 3 ||
+		reclaimedBy(s, brokerv1.ReclaimReason_RECLAIM_REASON_RELEASED) != 1 ||
+		reclaimedBy(s, brokerv1.ReclaimReason_RECLAIM_REASON_REVOKED) != 1 ||
+		reclaimedBy(s, brokerv1.ReclaimReason_RECLAIM_REASON_STREAM_CLOSED) != 1 {
+		t.Errorf("GetStats(FLEET) after the three ends: %s; want RELEASED, REVOKED and STREAM_CLOSED once each", statsString(s))
+	}
+
+	t.Run("RedisRestart", func(t *testing.T) {
+		r.Stop()
+		if _, err := fleetStats(t, admin); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "Redis") {
+			t.Errorf("GetStats(FLEET) with Redis down = %v, want UNAVAILABLE saying Redis is unreachable", err)
+		}
+		// b1 still serves its own leases.
+		l := acquireLease(t, conn, 0)
+		if fleet.OwnerOf(l.id) != "b1" {
+			t.Errorf("acquire through b1 with Redis down = %s, want a lease of b1", l.id)
+		}
+		navigate(t, page, l.id, site.URL)
+		l.release(t)
+		r.Restart()
+		waitFleet(t, admin, 10*time.Second, "b1,b2,b3 registered again", func(s *brokerv1.GetStatsResponse) bool { return memberIDs(s) == "b1,b2,b3" })
+	})
+
+	t.Run("BrokerKilled", func(t *testing.T) {
+		// b1 full, so the next lease lives on b2 or b3, held through b1.
+		own := acquireLease(t, conn, 0)
+		waitFleet(t, admin, 5*time.Second, "b1 full", func(s *brokerv1.GetStatsResponse) bool {
+			return len(s.GetMembers()) == 3 && s.GetMembers()[0].GetFree() == 0
+		})
+		away := acquireLease(t, conn, 0)
+		victim := fleet.OwnerOf(away.id)
+		if victim == "b1" {
+			t.Fatalf("second lease %s on b1, want it forwarded", away.id)
+		}
+		navigate(t, page, away.id, site.URL)
+		p := bs[map[string]int{"b2": 1, "b3": 2}[victim]]
+		killed := kill(t, p.cmd.Process.Pid, syscall.SIGKILL)
+		// The client's stream through b1 breaks at once.
+		e := away.waitEnd(t, 5*time.Second)
+		if e.err == nil || e.at.IsZero() && time.Since(killed) > 5*time.Second {
+			t.Errorf("lease %s on killed %s: stream ended with %v, want an error", away.id, victim, e.err)
+		}
+		if status.Code(e.err) != codes.Unavailable {
+			t.Errorf("lease %s on killed %s: stream ended with %v, want UNAVAILABLE", away.id, victim, e.err)
+		}
+		// Its registration expires; the others serve on.
+		waitFleet(t, admin, 5*time.Second, victim+" gone", func(s *brokerv1.GetStatsResponse) bool {
+			return len(s.GetMembers()) == 2 && !strings.Contains(memberIDs(s), victim)
+		})
+		if d := time.Since(killed); d > 5*time.Second {
+			t.Errorf("%s dropped out %v after SIGKILL, want within the fleet TTL (1.5s) and a poll", victim, d)
+		}
+		if _, err := page.Evaluate(callCtx(t, 10*time.Second), &brokerv1.EvaluateRequest{LeaseId: away.id, Expression: "1"}); status.Code(err) != codes.NotFound {
+			t.Errorf("Evaluate on %s after its broker died = %v, want NOT_FOUND", away.id, err)
+		}
+		third := acquireLease(t, conn, 0)
+		if o := fleet.OwnerOf(third.id); o == victim || o == "b1" {
+			t.Errorf("lease after %s died lives on %s, want the survivor", victim, o)
+		}
+		navigate(t, page, third.id, site.URL)
+		third.release(t)
+		own.release(t)
+	})
+	_ = context.Background
+}
