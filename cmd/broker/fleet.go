@@ -125,7 +125,7 @@ func (f *fleetConfig) dialOptions(serverTLS *tls.Config) ([]grpc.DialOption, err
 
 // join joins the fleet: lease ids name this broker, and its registration
 // reports the lease manager's load.
-func (f *fleetConfig) join(leases *lease.Manager, addr string, log *zap.Logger) (*fleet.Fleet, *redis.Client, error) {
+func (f *fleetConfig) join(leases func() *lease.Manager, addr string, log *zap.Logger) (*fleet.Fleet, *redis.Client, error) {
 	opt, err := redis.ParseURL(f.redisURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--redis: %w", err)
@@ -136,8 +136,23 @@ func (f *fleetConfig) join(leases *lease.Manager, addr string, log *zap.Logger) 
 	rdb := redis.NewClient(opt)
 	fl, err := fleet.New(fleet.Config{Redis: rdb, ID: f.id, Address: addr, TTL: f.ttl, Logger: log,
 		Load: func() fleet.Load {
-			st := leases.Stats()
+			m := leases()
+			if m == nil {
+				return fleet.Load{}
+			}
+			st := m.Stats()
 			return fleet.Load{Capacity: st.Capacity, Active: st.Active, Waiting: st.Waiting, Free: st.Free(), Draining: st.Draining}
+		},
+		Sessions: func() []string {
+			m := leases()
+			if m == nil {
+				return nil
+			}
+			var keys []string
+			for _, s := range m.Sessions() {
+				keys = append(keys, s.Key)
+			}
+			return keys
 		}})
 	if err != nil {
 		rdb.Close()

@@ -212,3 +212,76 @@ func TestFleet(t *testing.T) {
 	})
 	_ = context.Background
 }
+
+// A sticky session fleet-wide: acquired through another broker, it is
+// found on the broker that owns it (warm, with its cookie and
+// localStorage); when that broker is SIGKILLed, its ownership expires and
+// the session is restored elsewhere from its last save in Redis, with the
+// next fencing number.
+func TestFleetStickySession(t *testing.T) {
+	needDeps(t)
+	r := testredis.Start(t)
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		fmt.Fprint(w, `<!doctype html><title>shop</title>`)
+	}))
+	defer site.Close()
+	bs := fleetOf(t, r, 2)
+	c1, c2 := dial(t, bs[0].addr), dial(t, bs[1].addr)
+	p1, p2 := brokerv1.NewPageServiceClient(c1), brokerv1.NewPageServiceClient(c2)
+	const key = "account-7"
+	const readState = `document.cookie + " | " + localStorage.getItem("cart")`
+
+	l, g := acquireSession(t, c1, key)
+	if fleet.OwnerOf(l.id) != "b1" || g.GetGeneration() != 1 || g.GetSessionRestored() {
+		t.Fatalf("first grant of %q through b1: %s, %v; want a lease of b1, generation 1, fresh", key, l.id, g)
+	}
+	navigate(t, p1, l.id, site.URL+"/shop")
+	evaluate(t, p1, l.id, `document.cookie = "sid=kept; Max-Age=3600; Path=/"; localStorage.setItem("cart", "3 apples"); "set"`)
+	l.release(t) // saved in Redis
+
+	// Through b2: b1 owns the session (warm there), so b2 forwards.
+	l, g = acquireSession(t, c2, key)
+	if fleet.OwnerOf(l.id) != "b1" || g.GetGeneration() != 2 || !g.GetSessionWarm() {
+		t.Fatalf("grant of %q through b2: %s, %v; want b1's warm session, generation 2", key, l.id, g)
+	}
+	if got := evaluate(t, p2, l.id, readState); got != `"sid=kept | 3 apples"` {
+		t.Errorf("session state through b2 = %s, want the cookie and localStorage", got)
+	}
+	l.release(t)
+
+	// b1 dies. The session's ownership expires; b2 takes it over and
+	// restores it from Redis.
+	bs[0].sigkill(t)
+	deadline := time.Now().Add(10 * time.Second)
+	var g3 *brokerv1.Granted
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := brokerv1.NewLeaseServiceClient(c2).Lease(ctx)
+		if err == nil {
+			err = s.Send(&brokerv1.LeaseRequest{Msg: &brokerv1.LeaseRequest_Acquire{Acquire: &brokerv1.Acquire{SessionKey: key}}})
+		}
+		var resp *brokerv1.LeaseResponse
+		if err == nil {
+			resp, err = s.Recv()
+		}
+		if err == nil && resp.GetGranted() != nil {
+			g3 = resp.GetGranted()
+			l = &testLease{id: g3.GetLeaseId(), stream: s, cancel: cancel, done: make(chan struct{})}
+			go l.receive()
+			break
+		}
+		cancel()
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			t.Fatalf("acquire %q through b2 after b1 died = %v, %v; want UNAVAILABLE until b1's ownership expires, then granted", key, resp, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if fleet.OwnerOf(l.id) != "b2" || g3.GetGeneration() != 3 || !g3.GetSessionRestored() {
+		t.Fatalf("grant of %q after b1 died: %s, %v; want b2's, generation 3, restored", key, l.id, g3)
+	}
+	navigate(t, p2, l.id, site.URL+"/shop")
+	if got := evaluate(t, p2, l.id, readState); got != `"sid=kept | 3 apples"` {
+		t.Errorf("restored session state on b2 = %s, want the cookie and localStorage of the last save", got)
+	}
+	l.release(t)
+}

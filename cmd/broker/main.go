@@ -269,14 +269,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := browser.Check(c.browser); err != nil {
 		return err
 	}
-	var store *state.Store
+	// Sticky sessions' state: in Redis for a fleet, so any broker can
+	// restore a session; under --state-dir for a broker alone.
+	var saved server.SessionState
 	var sessions server.SessionRecords
-	if c.stateDir != "" {
-		if store, err = state.Open(c.stateDir); err != nil {
+	if c.fleet.redisURL != "" {
+		log.Info("fleet: sticky sessions' state is kept in Redis; --state-dir is not used")
+	} else if c.stateDir != "" {
+		store, err := state.Open(c.stateDir)
+		if err != nil {
 			return err
 		}
 		defer store.Close()
-		c.lease.Sessions, sessions = store, store
+		c.lease.Sessions, sessions, saved = store, store, store
 	} else {
 		log.Warn("no --state-dir: sticky sessions are not saved, and their generations restart with the broker")
 	}
@@ -321,19 +326,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("start browsers: %w", err)
 	}
-	leases := lease.New(server.BrowserBackend{Pool: pool, Store: store}, c.lease)
-	metrics := server.NewMetrics(leases, pool)
+	var leasesRef atomic.Pointer[lease.Manager] // read by the fleet's heartbeat
 	var fl *fleet.Fleet
 	var inFleet server.Fleet // nil, not a nil *fleet.Fleet, without a fleet
 	if c.fleet.redisURL != "" {
+		// The registration reports the lease manager's load once it exists
+		// (until then: full, so nothing is sent here).
 		var rdb io.Closer
-		if fl, rdb, err = c.fleet.join(leases, fleetAddr, log.Named("fleet")); err != nil {
+		if fl, rdb, err = c.fleet.join(leasesRef.Load, fleetAddr, log.Named("fleet")); err != nil {
 			return err
 		}
 		defer rdb.Close()
 		inFleet = fl
+		st := fl.SessionStore()
+		c.lease.Sessions, sessions, saved = st, st, st
 		log.Info("fleet", zap.String("broker_id", fl.ID()), zap.String("advertise", fleetAddr))
 	}
+	leases := lease.New(server.BrowserBackend{Pool: pool, Store: saved}, c.lease)
+	leasesRef.Store(leases)
+	metrics := server.NewMetrics(leases, pool)
 	srv := server.New(server.Config{
 		Fleet:             inFleet,
 		FleetDial:         fleetDial,

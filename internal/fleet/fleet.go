@@ -63,6 +63,10 @@ type Config struct {
 	TTL time.Duration
 	// Heartbeat is how often the registration is renewed. Default TTL/3.
 	Heartbeat time.Duration
+	// Sessions lists the sticky session keys whose sessions live on this
+	// broker (held or warm): the heartbeat renews its ownership of them.
+	// Nil: none.
+	Sessions func() []string
 	// Prefix starts every key. Default "browserbroker:".
 	Prefix string
 	// Logger; nil: no logs.
@@ -170,6 +174,9 @@ func (f *Fleet) heartbeat() {
 	b, _ := json.Marshal(m)
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
 	err := f.rdb.Set(ctx, f.memberKey(f.cfg.ID), b, f.cfg.TTL).Err()
+	if err == nil {
+		err = f.renewSessions(ctx)
+	}
 	cancel()
 	f.mu.Lock()
 	changed := !f.reported || f.healthy != (err == nil)

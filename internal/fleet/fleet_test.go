@@ -168,3 +168,76 @@ func TestRedisRestart(t *testing.T) {
 		t.Errorf("Healthy() after the restart = false, %v", err)
 	}
 }
+
+// One owner per session key: the first claim wins, the owner's heartbeat
+// keeps it while the session lives there, and it expires once the owner
+// stops renewing; generations only rise; state survives Forget's
+// generation.
+func TestSessions(t *testing.T) {
+	r := testredis.Start(t)
+	ctx := context.Background()
+	var load atomic.Pointer[Load]
+	load.Store(&Load{Capacity: 1})
+	var held atomic.Pointer[[]string]
+	held.Store(&[]string{"k1"})
+	mk := func(id string, sessions func() []string) *Fleet {
+		f, err := New(Config{Redis: client(t, r), ID: id, Address: id + ":1", TTL: 900 * time.Millisecond,
+			Load: func() Load { return *load.Load() }, Sessions: sessions, Logger: zaptest.NewLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	a := mk("a", func() []string { return *held.Load() })
+	defer a.Close()
+	b := mk("b", nil)
+	defer b.Close()
+
+	if o, err := a.ClaimSession(ctx, "k1"); err != nil || o != "a" {
+		t.Fatalf("a.ClaimSession(k1) = %q, %v; want a", o, err)
+	}
+	if o, err := b.ClaimSession(ctx, "k1"); err != nil || o != "a" {
+		t.Fatalf("b.ClaimSession(k1) = %q, %v; want a, the owner", o, err)
+	}
+	// a's heartbeat renews k1 well past the TTL.
+	time.Sleep(2 * time.Second)
+	if o, err := b.SessionOwner(ctx, "k1"); err != nil || o != "a" {
+		t.Fatalf("SessionOwner(k1) after 2 TTLs = %q, %v; want a, renewed", o, err)
+	}
+	// The session left a: its ownership expires, and b can claim it.
+	held.Store(&[]string{})
+	waitUntil(t, "k1 free", 3*time.Second, func() bool { o, _ := b.SessionOwner(ctx, "k1"); return o == "" })
+	if o, err := b.ClaimSession(ctx, "k1"); err != nil || o != "b" {
+		t.Fatalf("b.ClaimSession(k1) after a let go = %q, %v; want b", o, err)
+	}
+
+	s := a.SessionStore()
+	for want := uint64(1); want <= 3; want++ {
+		if g, err := b.SessionStore().NextGeneration("k1"); err != nil || g != want {
+			t.Fatalf("NextGeneration(k1) = %d, %v; want %d", g, err, want)
+		}
+	}
+	if err := s.SaveStorage("k1", []byte(`{"cookies":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	rec, ok, err := b.SessionStore().Get("k1")
+	if err != nil || !ok || rec.Generation != 3 || string(rec.Storage) != `{"cookies":[]}` || rec.SavedAt.IsZero() {
+		t.Fatalf("Get(k1) = %+v, %v, %v; want generation 3 and the saved state", rec, ok, err)
+	}
+	if gone, err := s.Forget("k1"); err != nil || !gone {
+		t.Fatalf("Forget(k1) = %v, %v; want true", gone, err)
+	}
+	rec, _, _ = s.Get("k1")
+	if rec.Storage != nil || rec.Generation != 3 {
+		t.Errorf("Get(k1) after Forget = %+v; want no state, generation kept", rec)
+	}
+	if g, _ := s.NextGeneration("k1"); g != 4 {
+		t.Errorf("NextGeneration(k1) after Forget = %d, want 4 (never reused)", g)
+	}
+	if recs, err := s.List(); err != nil || len(recs) != 1 || recs[0].Key != "k1" {
+		t.Errorf("List() = %+v, %v; want k1", recs, err)
+	}
+	if _, ok, err := s.Get("nothing"); err != nil || ok {
+		t.Errorf("Get(unknown) = %v, %v; want nothing, no error", ok, err)
+	}
+}

@@ -26,13 +26,20 @@ type Page interface {
 	SetCookies(ctx context.Context, cookies []browser.Cookie) error
 }
 
+// SessionState keeps sticky sessions' storage state: a *state.Store on a
+// broker alone, the fleet's Redis (*fleet.Sessions) in a fleet.
+type SessionState interface {
+	Get(key string) (state.Record, bool, error)
+	SaveStorage(key string, storage []byte) error
+}
+
 // BrowserBackend makes a browser pool the lease manager's backend: each
 // lease's session is one browser context.
 type BrowserBackend struct {
 	Pool *browser.Pool
 	// Store saves sticky sessions' storage state; nil: sticky sessions
 	// are kept warm but nothing is saved.
-	Store *state.Store
+	Store SessionState
 }
 
 // sessionSpec is the spec of a sticky session's context.
@@ -106,7 +113,7 @@ type browserSession struct {
 // stickyState is what a sticky session's context needs to be saved.
 type stickyState struct {
 	key      string
-	store    *state.Store
+	store    SessionState
 	restored bool // the context started from saved state
 }
 

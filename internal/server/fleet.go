@@ -34,6 +34,8 @@ type Fleet interface {
 	Members(ctx context.Context) ([]fleet.Member, error)
 	Lookup(ctx context.Context, id string) (fleet.Member, error)
 	PickFree(ctx context.Context) (fleet.Member, bool, error)
+	ClaimSession(ctx context.Context, key string) (owner string, err error)
+	SessionOwner(ctx context.Context, key string) (owner string, err error)
 }
 
 // peers keeps one client connection per other broker.
@@ -136,11 +138,22 @@ type leaseIDRequest interface{ GetLeaseId() string }
 // broker's leases, calls already forwarded, and calls without a fleet run
 // here.
 func (s *Server) routeByLease(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	r, ok := req.(leaseIDRequest)
-	if s.cfg.Fleet == nil || !ok || forwarded(ctx) {
+	if s.cfg.Fleet == nil || forwarded(ctx) {
 		return handler(ctx, req)
 	}
-	owner := fleet.OwnerOf(r.GetLeaseId())
+	var owner, what string
+	switch r := req.(type) {
+	case leaseIDRequest:
+		owner, what = fleet.OwnerOf(r.GetLeaseId()), "lease "+r.GetLeaseId()
+	case *brokerv1.DeleteSessionRequest:
+		// The session's context may be open on its owner: delete it there
+		// (the saved state in Redis goes either way).
+		o, err := s.cfg.Fleet.SessionOwner(ctx, r.GetSessionKey())
+		if err != nil {
+			return nil, fleetErr(err, "DeleteSession")
+		}
+		owner, what = o, "session "+r.GetSessionKey()
+	}
 	if owner == "" || owner == s.cfg.Fleet.ID() {
 		return handler(ctx, req)
 	}
@@ -149,11 +162,14 @@ func (s *Server) routeByLease(ctx context.Context, req any, info *grpc.UnaryServ
 	}
 	m, err := s.cfg.Fleet.Lookup(ctx, owner)
 	if errors.Is(err, fleet.ErrUnknownBroker) {
-		// Its broker is gone, and its leases with it: as any unknown id.
-		return nil, status.Errorf(codes.NotFound, "lease %s not found", r.GetLeaseId())
+		if _, ok := req.(leaseIDRequest); ok {
+			// Its broker is gone, and its leases with it: as any unknown id.
+			return nil, status.Errorf(codes.NotFound, "%s not found", what)
+		}
+		return handler(ctx, req) // a session whose broker died: saved state only
 	}
 	if err != nil {
-		return nil, fleetErr(err, "lease "+r.GetLeaseId()+" of broker "+owner)
+		return nil, fleetErr(err, what+" of broker "+owner)
 	}
 	resp, err := newResponse(info.FullMethod)
 	if err != nil {
@@ -187,39 +203,81 @@ func newResponse(fullMethod string) (proto.Message, error) {
 	return mt.New().Interface(), nil
 }
 
-// forwardLease offers an acquire this broker cannot grant at once to the
-// broker of the fleet with the most room, and if that broker takes it,
-// proxies the lease stream both ways until it ends. The lease lives on
-// that broker alone, which reclaims it exactly once whichever side
-// breaks: the client's stream ending here cancels the forwarded stream
-// (STREAM_CLOSED there), and the owner's revoked comes back through.
-// handled is false when no broker took the acquire: serve it here.
-func (s *Server) forwardLease(stream brokerv1.LeaseService_LeaseServer, first *brokerv1.LeaseRequest) (handled bool, err error) {
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	if !s.forwardable(ctx) {
+// fleetAcquire decides where an acquire is served in a fleet. A sticky
+// session is served by the broker that owns its key (this one, when it
+// claims a key nobody owns); without Redis, sticky acquires are refused,
+// since two brokers could otherwise both hold one session. An acquire this
+// broker cannot grant at once goes to the broker with the most room, or
+// waits here when none has room or Redis is away. handled is false when
+// this broker serves it.
+func (s *Server) fleetAcquire(stream brokerv1.LeaseService_LeaseServer, first *brokerv1.LeaseRequest, sessionKey string) (handled bool, err error) {
+	ctx := stream.Context()
+	if sessionKey != "" {
+		owner, err := s.cfg.Fleet.ClaimSession(ctx, sessionKey)
+		switch {
+		case err != nil:
+			return true, fleetErr(err, "a sticky session")
+		case owner == s.cfg.Fleet.ID():
+			return false, nil
+		case forwarded(ctx):
+			return true, status.Errorf(codes.Unavailable, "the session moved to broker %s meanwhile: try again", owner)
+		case !s.forwardable(ctx):
+			return true, errCertNotForwarded
+		}
+		m, err := s.cfg.Fleet.Lookup(ctx, owner)
+		if errors.Is(err, fleet.ErrUnknownBroker) {
+			return true, status.Errorf(codes.Unavailable, "the session's broker %s is gone; another takes the session over within the fleet TTL: try again", owner)
+		}
+		if err != nil {
+			return true, fleetErr(err, "a sticky session")
+		}
+		started, err := s.proxyLease(stream, first, m)
+		if !started {
+			return true, peerErr(m, err)
+		}
+		return true, err
+	}
+	if forwarded(ctx) || !s.forwardable(ctx) || s.leases.Stats().Free() > 0 {
 		return false, nil
 	}
 	m, ok, err := s.cfg.Fleet.PickFree(ctx)
 	if err != nil || !ok {
 		return false, nil // no room elsewhere either, or no Redis: queue here
 	}
-	conn, err := s.peers.get(m.Address)
-	if err != nil {
-		return false, nil
-	}
-	up, err := brokerv1.NewLeaseServiceClient(conn).Lease(s.outgoing(ctx))
-	if err != nil {
-		return false, nil
-	}
-	if err := up.Send(first); err != nil {
-		return false, nil
-	}
-	resp, err := up.Recv()
-	if err != nil {
+	started, err := s.proxyLease(stream, first, m)
+	if !started {
 		// It filled up meanwhile, or is gone: serve here after all.
 		s.log.Debug("forwarded acquire refused", zap.String("broker_id", m.ID), zap.Error(err))
 		return false, nil
+	}
+	return true, err
+}
+
+// proxyLease sends an acquire to another broker and, once that broker
+// answers, proxies the lease stream both ways until it ends. The lease
+// lives on that broker alone, which reclaims it exactly once whichever
+// side breaks: the client's stream ending here cancels the forwarded
+// stream (STREAM_CLOSED there), and the owner's revoked comes back
+// through. started is false when the broker refused the acquire (or could
+// not be reached) before answering anything: err says why.
+func (s *Server) proxyLease(stream brokerv1.LeaseService_LeaseServer, first *brokerv1.LeaseRequest, m fleet.Member) (started bool, err error) {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	conn, err := s.peers.get(m.Address)
+	if err != nil {
+		return false, err
+	}
+	up, err := brokerv1.NewLeaseServiceClient(conn).Lease(s.outgoing(ctx))
+	if err != nil {
+		return false, err
+	}
+	if err := up.Send(first); err != nil {
+		_, err = up.Recv() // the stream's status says why
+		return false, err
+	}
+	resp, err := up.Recv()
+	if err != nil {
+		return false, err
 	}
 	s.log.Debug("acquire forwarded", zap.String("broker_id", m.ID))
 	if err := stream.Send(resp); err != nil {

@@ -200,8 +200,11 @@ func newBrokerOn(t *testing.T, pool *browser.Pool, cfg lease.Config, lis net.Lis
 		o(&cfg, &scfg, &gcfg)
 	}
 	b := &broker{pool: pool, lis: lis}
-	store, _ := scfg.Sessions.(*state.Store) // see withStore
-	b.leases = lease.New(BrowserBackend{Pool: pool, Store: store}, cfg)
+	backend := BrowserBackend{Pool: pool}
+	if store, ok := scfg.Sessions.(*state.Store); ok { // see withStore
+		backend.Store = store
+	}
+	b.leases = lease.New(backend, cfg)
 	b.metrics = NewMetrics(b.leases, pool)
 	scfg.Leases = b.leases
 	scfg.Metrics = b.metrics

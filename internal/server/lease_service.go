@@ -54,10 +54,10 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 		return err
 	}
 	req.Principal = caller.Name
-	// In a fleet, an acquire this broker cannot grant at once goes to one
-	// that can (a sticky session stays with the broker it is asked of).
-	if s.cfg.Fleet != nil && req.SessionKey == "" && !forwarded(ctx) && s.leases.Stats().Free() == 0 {
-		if handled, err := s.forwardLease(stream, first); handled {
+	// In a fleet, a sticky session is served by the broker that owns it,
+	// and an acquire this broker cannot grant at once goes to one that can.
+	if s.cfg.Fleet != nil {
+		if handled, err := s.fleetAcquire(stream, first, req.SessionKey); handled {
 			return err
 		}
 	}
