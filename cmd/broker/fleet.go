@@ -28,8 +28,9 @@ type fleetConfig struct {
 	redisURL  string
 	id        string
 	advertise string
-	ttl       time.Duration
-	ca        string
+	ttl        time.Duration
+	ca         string
+	serverName string
 }
 
 func (f *fleetConfig) register(fs *flag.FlagSet) {
@@ -37,6 +38,7 @@ func (f *fleetConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.id, "broker-id", "", "this broker's id in the fleet and in its lease ids: 1-40 of a-z, 0-9, '-' (default: from the host name)")
 	fs.StringVar(&f.advertise, "advertise-addr", "", "host:port where the fleet's other brokers reach this one (default: --addr, when it names a host)")
 	fs.DurationVar(&f.ttl, "fleet-ttl", 5*time.Second, "a broker that stops renewing its registration for this long drops out of the fleet (renewed every third of it)")
+	fs.StringVar(&f.serverName, "fleet-server-name", "", "with --tls-cert: the name the other brokers' certificates must carry (default: the host of each one's advertised address, which is often a pod IP the certificate does not name)")
 	fs.StringVar(&f.ca, "fleet-ca", "", "PEM CA file to verify the other brokers' TLS certificates (default: the system's roots); with --tls-cert the brokers call each other over TLS, presenting that certificate")
 }
 
@@ -59,8 +61,8 @@ func defaultBrokerID() string {
 // check fills the defaults and checks the flags together.
 func (f *fleetConfig) check(listen string) error {
 	if f.redisURL == "" {
-		if f.id != "" || f.advertise != "" || f.ca != "" {
-			return errors.New("--broker-id, --advertise-addr and --fleet-ca need --redis")
+		if f.id != "" || f.advertise != "" || f.ca != "" || f.serverName != "" {
+			return errors.New("--broker-id, --advertise-addr, --fleet-ca and --fleet-server-name need --redis")
 		}
 		return nil
 	}
@@ -103,7 +105,7 @@ func (f *fleetConfig) dialOptions(serverTLS *tls.Config) ([]grpc.DialOption, err
 	if serverTLS == nil {
 		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.serverName}
 	if f.ca != "" {
 		pem, err := os.ReadFile(f.ca)
 		if err != nil {

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -74,6 +77,7 @@ func TestFleet(t *testing.T) {
 	conn := dial(t, bs[0].addr)
 	page, admin := brokerv1.NewPageServiceClient(conn), brokerv1.NewAdminServiceClient(conn)
 	waitFleet(t, admin, 10*time.Second, "b1,b2,b3", func(s *brokerv1.GetStatsResponse) bool { return memberIDs(s) == "b1,b2,b3" })
+	readmeFleetRecipe(t, bs[0].addr)
 
 	// Three acquires through b1: b1's own lease first, then b2's and b3's.
 	byOwner := map[string]*testLease{}
@@ -284,4 +288,38 @@ func TestFleetStickySession(t *testing.T) {
 		t.Errorf("restored session state on b2 = %s, want the cookie and localStorage of the last save", got)
 	}
 	l.release(t)
+}
+
+// readmeFleetRecipe runs the README's fleet grpcurl recipe against a
+// broker of a fleet of three, and checks it lists the three.
+func readmeFleetRecipe(t *testing.T, addr string) {
+	t.Helper()
+	bin := os.Getenv("GRPCURL")
+	if bin == "" {
+		if os.Getenv("BROKER_REQUIRE_BROWSER") != "" {
+			t.Fatal("GRPCURL not set (make test sets it)")
+		}
+		t.Log("GRPCURL not set: the README's fleet recipe is not tried")
+		return
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, fleetPart, _ := strings.Cut(string(readme), "## Fleet")
+	var recipe string
+	for _, line := range strings.Split(fleetPart, "\n") {
+		if strings.HasPrefix(line, "grpcurl ") {
+			recipe = line
+			break
+		}
+	}
+	if recipe == "" {
+		t.Fatal("no grpcurl recipe in the README's Fleet section")
+	}
+	args := strings.Fields(strings.ReplaceAll(strings.ReplaceAll(recipe, "localhost:7071", addr), "'", ""))[1:]
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"brokerId": "b3"`) || !strings.Contains(string(out), `"capacity": 3`) {
+		t.Errorf("README recipe %s: %v\n%s\nwant the fleet's stats with b1, b2 and b3", recipe, err, out)
+	}
 }

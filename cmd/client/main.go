@@ -2,7 +2,8 @@
 //
 // It leases a browser and drives its page (`client lease`), and lets an
 // operator inspect and steer the broker (`leases`, `lease-info`, `revoke`,
-// `stats`). Output is for people by default; --json prints one JSON document
+// `stats`, `drain`, `undrain`, `wait-idle`, `health`). Kubernetes probes
+// and preStop hooks run `health`, `drain` and `wait-idle`: see deploy/. Output is for people by default; --json prints one JSON document
 // per command for scripts. The usage text below is the reference, including
 // the exit codes.
 package main
@@ -21,6 +22,10 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/browserbroker/broker/client"
 )
 
@@ -38,6 +43,7 @@ const (
 	exitFailure  = 1  // a failure that is not a gRPC status
 	exitUsage    = 2  // bad command line
 	exitLeaseEnd = 3  // the lease ended for another reason than our release
+	exitNotReady = 4  // health: not SERVING; wait-idle: still busy at --timeout
 	exitRPC      = 10 // plus the gRPC code
 )
 
@@ -51,6 +57,14 @@ Commands:
   lease-info ID              describe one lease
   revoke ID [--message M]    revoke a lease (its holder sees REVOKED)
   stats                      capacity, counters and the lease invariant
+  drain                      stop granting leases: new and queued acquires
+                             fail with UNAVAILABLE, live leases go on, the
+                             LeaseService health turns NOT_SERVING
+  undrain                    grant leases again
+  wait-idle [--interval D]   wait until no lease is active or opening, for
+                             at most --timeout; prints the count as it changes
+  health [--service NAME]    check the broker's gRPC health; exit 0 when
+                             SERVING, 4 when not (no credentials needed)
   help                       print this text
 
 Global flags (before or after the command):
@@ -96,6 +110,18 @@ leases flags:
 revoke flags:
   --message M          detail recorded with the reclaim and sent to the holder
 
+wait-idle flags (run it after drain, or new leases may keep the broker busy):
+  --timeout D          here the longest wait in all, each poll included
+                       (default 30s)
+  --interval D         time between two GetStats polls (default 1s)
+
+health flags:
+  --service NAME       the health service to check (default
+                       browserbroker.v1.LeaseService: NOT_SERVING while the
+                       broker drains or stops, for readiness probes; "" is
+                       the broker as a whole, SERVING until it stops, for
+                       liveness probes)
+
 JSON output: API messages are printed as protojson with proto field names,
 full enum names (RECLAIM_REASON_RELEASED) and 64-bit integers as strings.
 lease prints one document once the lease was granted, also on failure (then
@@ -108,6 +134,8 @@ Exit codes:
   2      usage error
   3      lease: the lease ended for another reason than our release
          (revoked, TTL expired, max lifetime, browser crash, shutdown)
+  4      health: the service is not SERVING; wait-idle: leases were still
+         active or opening when --timeout passed
   10+N   a call failed with gRPC code N, such as 11 CANCELLED (Ctrl-C),
          13 INVALID_ARGUMENT, 14 DEADLINE_EXCEEDED, 15 NOT_FOUND,
          18 RESOURCE_EXHAUSTED (no capacity in time), 19 FAILED_PRECONDITION,
@@ -197,6 +225,14 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.revoke(ctx, rest)
 	case "stats":
 		return c.stats(ctx, rest)
+	case "drain":
+		return c.drain(ctx, rest)
+	case "undrain":
+		return c.undrain(ctx, rest)
+	case "wait-idle":
+		return c.waitIdle(ctx, rest)
+	case "health":
+		return c.health(ctx, rest)
 	case "help":
 		return errHelp
 	default:
@@ -305,7 +341,7 @@ func (c *cli) dial() (*client.Client, error) {
 	if c.token != "" {
 		opts = append(opts, client.WithToken(c.token))
 	}
-	if c.useTLS || c.tlsCA != "" || c.tlsServerName != "" || c.tlsCert != "" {
+	if c.wantTLS() {
 		cfg, err := c.tlsConfig()
 		if err != nil {
 			return nil, err
@@ -317,6 +353,46 @@ func (c *cli) dial() (*client.Client, error) {
 		return nil, usageErrorf("--addr %q: %v", c.addr, err)
 	}
 	return cl, nil
+}
+
+// dialConn returns a plain gRPC connection with the credentials of dial,
+// for the services the client package does not wrap (AdminService's Drain
+// and Undrain, the health service). Like dial, it connects lazily.
+func (c *cli) dialConn() (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if c.wantTLS() {
+		cfg, err := c.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if c.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(c.token)))
+	}
+	conn, err := grpc.NewClient(c.addr, opts...)
+	if err != nil {
+		return nil, usageErrorf("--addr %q: %v", c.addr, err)
+	}
+	return conn, nil
+}
+
+// bearerToken sends --token with every call of a dialConn connection, as
+// client.WithToken does for the client package.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+// RequireTransportSecurity is false, as in the client package: a broker on
+// loopback takes tokens in plaintext, one elsewhere refuses them.
+func (bearerToken) RequireTransportSecurity() bool { return false }
+
+// wantTLS says whether any --tls* flag asks for TLS.
+func (c *cli) wantTLS() bool {
+	return c.useTLS || c.tlsCA != "" || c.tlsServerName != "" || c.tlsCert != ""
 }
 
 // callUnary runs one unary call under the --timeout limit.

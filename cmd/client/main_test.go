@@ -335,6 +335,12 @@ func TestUsageErrors(t *testing.T) {
 		{"lease-info with two ids", []string{"lease-info", "a", "b"}, "lease-info: want one lease ID, got 2 arguments"},
 		{"stats with argument", []string{"stats", "extra"}, `stats: unexpected argument "extra"`},
 		{"zero timeout", []string{"--timeout", "0s", "stats"}, "--timeout must be positive"},
+		{"drain with argument", []string{"drain", "now"}, `drain: unexpected argument "now"`},
+		{"undrain with argument", []string{"undrain", "now"}, `undrain: unexpected argument "now"`},
+		{"wait-idle with argument", []string{"wait-idle", "5s"}, `wait-idle: unexpected argument "5s"`},
+		{"wait-idle zero interval", []string{"wait-idle", "--interval", "0s"}, "wait-idle: --interval must be positive"},
+		{"health with argument", []string{"health", "x"}, `health: unexpected argument "x"`},
+		{"health unknown flag", []string{"health", "--bogus"}, "flag provided but not defined: -bogus"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
