@@ -213,6 +213,31 @@ func TestFleet(t *testing.T) {
 		navigate(t, page, third.id, site.URL)
 		third.release(t)
 		own.release(t)
+
+		// Now the door dies: a lease held through the survivor, on b1, is
+		// reclaimed by b1 (STREAM_CLOSED) when the survivor is killed.
+		survivor := bs[map[string]int{"b2": 2, "b3": 1}[victim]]
+		sconn := dial(t, survivor.addr)
+		local := acquireLease(t, sconn, 0) // fills the survivor
+		sadmin := brokerv1.NewAdminServiceClient(sconn)
+		waitFleet(t, sadmin, 5*time.Second, "the survivor full", func(s *brokerv1.GetStatsResponse) bool {
+			for _, m := range s.GetMembers() {
+				if m.GetBrokerId() == fleet.OwnerOf(local.id) {
+					return m.GetFree() == 0
+				}
+			}
+			return false
+		})
+		before := reclaimedBy(getStats(t, admin), brokerv1.ReclaimReason_RECLAIM_REASON_STREAM_CLOSED)
+		through := acquireLease(t, sconn, 0)
+		if fleet.OwnerOf(through.id) != "b1" {
+			t.Fatalf("lease through the full survivor = %s, want one of b1", through.id)
+		}
+		killedAt := kill(t, survivor.cmd.Process.Pid, syscall.SIGKILL)
+		_, took := waitStats(t, admin, killedAt, 5*time.Second, "b1's forwarded lease reclaimed by STREAM_CLOSED", func(s *brokerv1.GetStatsResponse) bool {
+			return settled(0)(s) && reclaimedBy(s, brokerv1.ReclaimReason_RECLAIM_REASON_STREAM_CLOSED) == before+1
+		})
+		t.Logf("b1 reclaimed the lease held through the killed door %v after the SIGKILL", took.Round(time.Millisecond))
 	})
 	_ = context.Background
 }
