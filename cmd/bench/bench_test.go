@@ -5,24 +5,24 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestQuickRun runs the whole benchmark at --quick sizes (about a
-// minute, real Chromium) and checks that every figure is there. It runs
-// only with BROKER_BENCH_SMOKE=1, so that `make test` stays fast.
-func TestQuickRun(t *testing.T) {
-	if os.Getenv("BROKER_BENCH_SMOKE") != "1" {
-		t.Skip("set BROKER_BENCH_SMOKE=1 to run the benchmark at --quick sizes")
-	}
+// TestSmokeRun runs the whole benchmark at --smoke sizes (every path once
+// or twice, real Chromium, well under a minute) and checks that every
+// section and every target is in the table and the JSON. It checks no
+// timing: the figures of a smoke run mean nothing.
+func TestSmokeRun(t *testing.T) {
+	requireBrowser(t)
 	out := filepath.Join(t.TempDir(), "results.json")
 	var stdout, stderr bytes.Buffer
-	if err := run(t.Context(), []string{"--quick", "--out", out}, &stdout, &stderr); err != nil {
-		t.Fatalf("run(--quick) = %v\nstderr:\n%s", err, stderr.String())
+	if err := run(t.Context(), []string{"--smoke", "--out", out}, &stdout, &stderr); err != nil {
+		t.Fatalf("run(--smoke) = %v\nstderr:\n%s", err, stderr.String())
 	}
-	for _, want := range []string{"Grant latency", "Scraper job", "Evaluate", "Lease churn", "Reclaim latency", "Memory", "warm pool hit", "broker, warm pool", "hit rate", "images blocked"} {
+	for _, want := range []string{"Grant latency", "Scraper job", "Evaluate", "Lease churn", "Reclaim latency", "Memory", "warm pool hit", "broker, warm pool", "hit rate", "images blocked", "Targets", "broker/in-process p50 ="} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout.String())
 		}
@@ -35,6 +35,42 @@ func TestQuickRun(t *testing.T) {
 	var r Results
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatalf("results are not JSON: %v\n%s", err, b)
+	}
+	// Every section is in the JSON under its name, the targets too.
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
+		t.Fatalf("results are not a JSON object: %v", err)
+	}
+	for _, key := range []string{"host", "settings", "grant_latency", "scraper_job", "scraper_job_images_blocked",
+		"evaluate_overhead", "lease_churn", "reclaim_latency", "memory", "targets"} {
+		if v, ok := top[key]; !ok || string(v) == "null" {
+			t.Errorf("results lack %q", key)
+		}
+	}
+	if !slices.Equal(r.Settings.Sections, allSections) {
+		t.Errorf("settings.sections = %v, want every section %v", r.Settings.Sections, allSections)
+	}
+	// Each of the issue's targets, with a figure.
+	wantTargets := []string{
+		"scraper job p50, broker (warm pool) / in-process", "scraper job p50, broker (warm pool) / browser server",
+		"scraper job p50, broker (cold) / in-process", "scraper job p50, broker (cold) / browser server",
+		"warm-pool grant p50", "per-command overhead p50", "fake-backend lease churn", "PSS per lease at 2 leases",
+	}
+	var names []string
+	for _, tg := range r.Targets {
+		names = append(names, tg.Name)
+		if tg.Target == "" || tg.Unit == "" || tg.Detail == "" || tg.Limit <= 0 {
+			t.Errorf("target %+v: want its bound, limit, unit and detail", tg)
+		}
+		if tg.Name != "per-command overhead p50" && !(tg.Measured > 0) {
+			t.Errorf("target %q measured %v, want > 0", tg.Name, tg.Measured)
+		}
+		if !strings.Contains(stdout.String(), tg.Name) {
+			t.Errorf("table lacks target %q", tg.Name)
+		}
+	}
+	if !slices.Equal(names, wantTargets) {
+		t.Errorf("targets = %q, want %q", names, wantTargets)
 	}
 	positive := map[string]float64{
 		"grant_latency.cold.p50_ms":                        r.Grant.Cold.P50Ms,
@@ -92,4 +128,33 @@ func TestQuickRun(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// requireBrowser skips the test when the Playwright driver or Chromium is
+// missing, unless BROKER_REQUIRE_BROWSER is set (make test sets it): then
+// it fails.
+func requireBrowser(t *testing.T) {
+	t.Helper()
+	driver := os.Getenv("PLAYWRIGHT_DRIVER_PATH")
+	if driver == "" {
+		if root, err := moduleRoot(); err == nil {
+			driver = filepath.Join(root, ".cache", "playwright", playwrightVersion)
+		}
+	}
+	chromium := cmpOrString(os.Getenv("BROKER_CHROMIUM"), "/usr/bin/chromium")
+	var missing []string
+	if _, err := os.Stat(filepath.Join(driver, "package", "cli.js")); err != nil {
+		missing = append(missing, "the Playwright driver ("+err.Error()+")")
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		missing = append(missing, "Chromium ("+err.Error()+")")
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "no " + strings.Join(missing, ", no ") + "; run make setup"
+	if os.Getenv("BROKER_REQUIRE_BROWSER") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 }

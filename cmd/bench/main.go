@@ -23,8 +23,13 @@
 // It builds the broker (or takes --broker), starts what it needs, prints a
 // table and writes every figure, with its unit, as JSON.
 //
-//	go run ./cmd/bench                 # bench/results.json
-//	go run ./cmd/bench --quick         # tiny sizes, a smoke run
+//	go run ./cmd/bench                    # bench/results.json
+//	go run ./cmd/bench --quick            # small sizes, about 3 minutes
+//	go run ./cmd/bench --smoke            # the least that exercises it all (the test)
+//	go run ./cmd/bench --sections memory  # only the memory measurement
+//
+// It also prints the targets beside the measured values, and
+// writes them to the JSON's "targets".
 package main
 
 import (
@@ -69,6 +74,9 @@ func main() {
 type config struct {
 	out          string
 	quick        bool
+	smoke        bool
+	sections     map[string]bool // which measurements run
+	cpuProfile   string          // the broker's CPU profile over the scraper jobs
 	brokerPath   string
 	driverDir    string
 	chromium     string
@@ -99,7 +107,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	cpus := runtime.NumCPU()
 	fs.StringVar(&c.out, "out", filepath.Join("bench", "results.json"), "write the JSON results to this file")
-	fs.BoolVar(&c.quick, "quick", false, "tiny sizes (a smoke run); explicit size flags still win")
+	fs.BoolVar(&c.quick, "quick", false, "small sizes (a few minutes); explicit size flags still win")
+	fs.BoolVar(&c.smoke, "smoke", false, "the smallest sizes that still run every path once or twice (under a minute; what the test runs); explicit size flags still win")
+	sections := fs.String("sections", strings.Join(allSections, ","), "measurements to run, comma-separated, of "+strings.Join(allSections, ","))
+	fs.StringVar(&c.cpuProfile, "broker-cpuprofile", "", "write a CPU profile (pprof) of the broker over the scraper jobs to this file; builds the broker with -tags benchprofile")
 	fs.StringVar(&c.brokerPath, "broker", "", "broker binary to run (default: go build ./cmd/broker into a temporary folder)")
 	fs.StringVar(&c.driverDir, "driver-dir", "", "Playwright driver folder (default: $PLAYWRIGHT_DRIVER_PATH, else <repo>/.cache/playwright/"+playwrightVersion+")")
 	fs.StringVar(&c.chromium, "chromium", cmpOrString(os.Getenv("BROKER_CHROMIUM"), "/usr/bin/chromium"), "Chromium executable, for every path")
@@ -127,7 +138,28 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if c.quick {
+	if c.smoke {
+		smoke := map[string]func(){
+			"capacity":         func() { c.capacity = 3 },
+			"warm":             func() { c.warm = 1 },
+			"jobs":             func() { c.jobs = 2 },
+			"warmup":           func() { c.warmup = 0 },
+			"grants":           func() { c.grants = 2 },
+			"evals":            func() { c.evals = 5 },
+			"reclaims":         func() { c.reclaims = 1 },
+			"reclaim-ttl":      func() { c.reclaimTTL = 300 * time.Millisecond },
+			"churn-cycles":     func() { c.churnCycles = 3 },
+			"core-cycles":      func() { c.coreCycles = 200 },
+			"core-concurrency": func() { *coreConc = "1,3" },
+			"memory-leases":    func() { *memLevels = "0,2" },
+			"memory-settle":    func() { c.memSettle = 0 },
+		}
+		for name, apply := range smoke {
+			if !set[name] {
+				apply()
+			}
+		}
+	} else if c.quick {
 		quick := map[string]func(){
 			"jobs":             func() { c.jobs = 3 },
 			"warmup":           func() { c.warmup = 1 },
@@ -148,6 +180,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	var err error
+	if c.sections, err = parseSections(*sections); err != nil {
+		return c, fmt.Errorf("--sections: %w", err)
+	}
+	if c.skipMemory {
+		c.sections["memory"] = false
+	}
 	if c.coreConc, err = parseInts(*coreConc); err != nil {
 		return c, fmt.Errorf("--core-concurrency: %w", err)
 	}
@@ -185,6 +223,28 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	c.driverDir = abs
 	return c, nil
+}
+
+// allSections names the measurements --sections selects from, in the
+// order they run.
+var allSections = []string{"grant", "jobs", "blocked", "evaluate", "reclaim", "churn", "core", "memory"}
+
+func parseSections(s string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "all" {
+			for _, name := range allSections {
+				out[name] = true
+			}
+			continue
+		}
+		if !slices.Contains(allSections, f) {
+			return nil, fmt.Errorf("unknown section %q (sections: %s)", f, strings.Join(allSections, ","))
+		}
+		out[f] = true
+	}
+	return out, nil
 }
 
 func parseInts(s string) ([]int, error) {
@@ -243,12 +303,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// measure starts everything, runs the measurements in order and stops
-// everything again.
+// measure starts everything, runs the selected measurements in order and
+// stops everything again.
 func measure(ctx context.Context, c config, stderr io.Writer, progress func(string)) (*Results, error) {
 	res := &Results{
 		Started: time.Now(),
 		Quick:   c.quick,
+		Smoke:   c.smoke,
 		Host: Host{
 			CPUs:              runtime.NumCPU(),
 			MemTotalMiB:       memTotalMiB(),
@@ -278,6 +339,14 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 				c.capacity, c.warm, c.capacity),
 		},
 	}
+	for _, name := range allSections {
+		if c.sections[name] {
+			res.Settings.Sections = append(res.Settings.Sections, name)
+		}
+	}
+	want := func(names ...string) bool {
+		return slices.ContainsFunc(names, func(n string) bool { return c.sections[n] })
+	}
 
 	// Chromium and the drivers leave profiles in TMPDIR: keep them in a
 	// folder of ours, removed at the end. Children inherit it.
@@ -293,9 +362,9 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 	}
 
 	brokerBin := c.brokerPath
-	if brokerBin == "" {
+	if brokerBin == "" && want("grant", "jobs", "blocked", "evaluate", "reclaim", "churn", "memory") {
 		progress("building the broker")
-		if brokerBin, err = buildBroker(ctx, tmp, stderr); err != nil {
+		if brokerBin, err = buildBroker(ctx, tmp, c.cpuProfile != "", stderr); err != nil {
 			return nil, err
 		}
 	}
@@ -306,104 +375,64 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 	defer site.Close()
 	url := site.URL + "/items"
 
-	progress(fmt.Sprintf("starting the broker (--warm %d), playwright-go in-process and Playwright's browser server", c.warm))
-	broker, err := startBroker(ctx, brokerBin, c.driverDir, c.chromium, "--max-leases", strconv.Itoa(c.capacity), "--warm", strconv.Itoa(c.warm))
-	if err != nil {
-		return nil, err
-	}
-	defer broker.stop()
-	inproc, err := startInProcess(c.driverDir, c.chromium)
-	if err != nil {
-		return nil, err
-	}
-	defer inproc.stop()
-	res.Host.ChromiumVersion = "Chromium " + inproc.browser.Version()
-	server, err := startBrowserServer(ctx, c.driverDir, c.chromium, tmp)
-	if err != nil {
-		return nil, err
-	}
-	defer server.stop()
-
-	conn, err := grpc.NewClient(broker.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	bc := client.New(conn)
-	defer bc.Close()
-
-	progress(fmt.Sprintf("grant latency: %d cold and %d warm-pool acquires", c.grants, c.grants))
-	if res.Grant, err = runGrants(ctx, bc, c.grants, c.warm); err != nil {
-		return nil, fmt.Errorf("grant latency: %w", err)
-	}
-
-	progress(fmt.Sprintf("scraper jobs: %d per path (+%d warm-up), interleaved", c.jobs, c.warmup))
-	paths := []path{brokerPath{bc}, inProcessPath{inproc}, &warmBrokerPath{c: bc}, browserServerPath{inproc, server.wsEndpoint}}
-	if res.Jobs, err = runJobs(ctx, bc, paths, url, c.warmup, c.jobs, progress); err != nil {
-		return nil, fmt.Errorf("scraper jobs: %w", err)
-	}
-
-	progress(fmt.Sprintf("scraper jobs with images blocked: %d per variant (+%d warm-up), interleaved", c.jobs, c.warmup))
-	if res.Blocked, err = runBlockedJobs(ctx, bc, site, c.warmup, c.jobs, progress); err != nil {
-		return nil, fmt.Errorf("scraper jobs with images blocked: %w", err)
-	}
-
-	progress(fmt.Sprintf("per-command overhead: %d Evaluate calls per path", c.evals))
-	if res.Evaluate, err = runEvaluate(ctx, bc, inproc, server.wsEndpoint, url, c.evals); err != nil {
-		return nil, fmt.Errorf("evaluate: %w", err)
+	if want("grant", "jobs", "blocked", "evaluate") {
+		if err := measureWarmBroker(ctx, c, res, brokerBin, site, tmp, progress); err != nil {
+			return nil, err
+		}
 	}
 
 	// Reclaims and churn run on a broker without a warm pool: warm
 	// contexts share the capacity, and churn at concurrency = capacity
 	// would keep evicting and refilling them.
-	server.stop()
-	inproc.stop()
-	bc.Close()
-	conn.Close()
-	broker.stop()
-	progress("starting a broker without a warm pool for reclaims and churn")
-	plain, err := startBroker(ctx, brokerBin, c.driverDir, c.chromium, "--max-leases", strconv.Itoa(c.capacity))
-	if err != nil {
-		return nil, err
-	}
-	defer plain.stop()
-	pconn, err := grpc.NewClient(plain.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, err
-	}
-	defer pconn.Close()
-	pc := client.New(pconn)
-	defer pc.Close()
-
-	progress(fmt.Sprintf("reclaim latency: %d per trigger", c.reclaims))
-	if res.Reclaim, err = runReclaims(ctx, newReclaimer(pconn, url, c.pollInterval), c.reclaims, c.reclaimTTL, progress); err != nil {
-		return nil, fmt.Errorf("reclaim latency: %w", err)
-	}
-
-	progress(fmt.Sprintf("lease churn with real Chromium: %d cycles at concurrency %d", c.churnCycles, c.capacity))
-	res.Churn.Cycle = "acquire → granted → release → revoked{RELEASED}, no page commands"
-	if res.Churn.RealChromium, err = runChurn(ctx, pc, c.capacity, c.churnCycles); err != nil {
-		return nil, fmt.Errorf("churn: %w", err)
-	}
-
-	// What follows measures without the browsers above running.
-	plain.stop()
-	pc.Close()
-	pconn.Close()
-
-	res.Churn.CoreFakeSetup = "lease.Manager (capacity = concurrency) over a fake backend whose sessions are counters, " +
-		"the broker's gRPC server (server.New + server.NewGRPCServer) on loopback TCP in this process, one Go client"
-	for _, n := range c.coreConc {
-		progress(fmt.Sprintf("lease core churn over the fake backend: %d cycles at concurrency %d", c.coreCycles, n))
-		t, err := runCore(ctx, n, c.coreCycles)
+	if want("reclaim", "churn") {
+		progress("starting a broker without a warm pool for reclaims and churn")
+		plain, err := startBroker(ctx, brokerBin, c.driverDir, c.chromium, nil, "--max-leases", strconv.Itoa(c.capacity))
 		if err != nil {
-			return nil, fmt.Errorf("core churn at concurrency %d: %w", n, err)
+			return nil, err
 		}
-		res.Churn.CoreFake = append(res.Churn.CoreFake, t)
+		defer plain.stop()
+		pconn, err := grpc.NewClient(plain.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		defer pconn.Close()
+		pc := client.New(pconn)
+		defer pc.Close()
+
+		if want("reclaim") {
+			progress(fmt.Sprintf("reclaim latency: %d per trigger", c.reclaims))
+			if res.Reclaim, err = runReclaims(ctx, newReclaimer(pconn, url, c.pollInterval), c.reclaims, c.reclaimTTL, progress); err != nil {
+				return nil, fmt.Errorf("reclaim latency: %w", err)
+			}
+		}
+		if want("churn") {
+			progress(fmt.Sprintf("lease churn with real Chromium: %d cycles at concurrency %d", c.churnCycles, c.capacity))
+			res.Churn.Cycle = "acquire → granted → release → revoked{RELEASED}, no page commands"
+			if res.Churn.RealChromium, err = runChurn(ctx, pc, c.capacity, c.churnCycles); err != nil {
+				return nil, fmt.Errorf("churn: %w", err)
+			}
+		}
+		// What follows measures without the browsers above running.
+		plain.stop()
+		pc.Close()
+		pconn.Close()
 	}
 
-	if c.skipMemory {
-		res.Memory.Method = "skipped (--skip-memory)"
+	if want("core") {
+		res.Churn.CoreFakeSetup = "lease.Manager (capacity = concurrency) over a fake backend whose sessions are counters, " +
+			"the broker's gRPC server (server.New + server.NewGRPCServer) on loopback TCP in this process, one Go client"
+		for _, n := range c.coreConc {
+			progress(fmt.Sprintf("lease core churn over the fake backend: %d cycles at concurrency %d", c.coreCycles, n))
+			t, err := runCore(ctx, n, c.coreCycles)
+			if err != nil {
+				return nil, fmt.Errorf("core churn at concurrency %d: %w", n, err)
+			}
+			res.Churn.CoreFake = append(res.Churn.CoreFake, t)
+		}
+	}
+
+	if !want("memory") {
+		res.Memory.Method = "skipped (not in --sections)"
 	} else {
 		progress(fmt.Sprintf("memory at %s leases", joinInts(c.memLevels)))
 		if res.Memory, err = runMemory(ctx, brokerBin, c.driverDir, c.chromium, url, c.memLevels, c.memSettle, progress); err != nil {
@@ -411,10 +440,95 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 		}
 	}
 
+	res.Targets = targets(res)
 	res.Host.LoadAvg1End = loadAvg1()
 	res.Took = time.Since(res.Started)
 	res.TookS = round(res.Took.Seconds())
 	return res, nil
+}
+
+// measureWarmBroker runs the measurements that use the broker with a warm
+// pool beside playwright-go in-process and Playwright's browser server:
+// grant latency, the scraper jobs, the images-blocked jobs and Evaluate.
+// It stops all three before it returns.
+func measureWarmBroker(ctx context.Context, c config, res *Results, brokerBin string, site *benchSite, tmp string, progress func(string)) error {
+	want := func(name string) bool { return c.sections[name] }
+	url := site.URL + "/items"
+	progress(fmt.Sprintf("starting the broker (--warm %d), playwright-go in-process and Playwright's browser server", c.warm))
+	var env []string
+	if c.cpuProfile != "" {
+		abs, err := filepath.Abs(c.cpuProfile)
+		if err != nil {
+			return err
+		}
+		env = append(env, "BROKER_CPUPROFILE="+abs)
+	}
+	broker, err := startBroker(ctx, brokerBin, c.driverDir, c.chromium, env, "--max-leases", strconv.Itoa(c.capacity), "--warm", strconv.Itoa(c.warm))
+	if err != nil {
+		return err
+	}
+	defer broker.stop()
+	inproc, err := startInProcess(c.driverDir, c.chromium)
+	if err != nil {
+		return err
+	}
+	defer inproc.stop()
+	res.Host.ChromiumVersion = "Chromium " + inproc.browser.Version()
+	server, err := startBrowserServer(ctx, c.driverDir, c.chromium, tmp)
+	if err != nil {
+		return err
+	}
+	defer server.stop()
+
+	conn, err := grpc.NewClient(broker.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	bc := client.New(conn)
+	defer bc.Close()
+
+	if want("grant") {
+		progress(fmt.Sprintf("grant latency: %d cold and %d warm-pool acquires", c.grants, c.grants))
+		if res.Grant, err = runGrants(ctx, bc, c.grants, c.warm); err != nil {
+			return fmt.Errorf("grant latency: %w", err)
+		}
+	}
+
+	if want("jobs") {
+		progress(fmt.Sprintf("scraper jobs: %d per path (+%d warm-up), interleaved", c.jobs, c.warmup))
+		if c.cpuProfile != "" {
+			if err := broker.toggleProfile(); err != nil {
+				return err
+			}
+		}
+		paths := []path{brokerPath{bc}, inProcessPath{inproc}, &warmBrokerPath{c: bc}, browserServerPath{inproc, server.wsEndpoint}}
+		res.Jobs, err = runJobs(ctx, bc, paths, url, c.warmup, c.jobs, progress)
+		if c.cpuProfile != "" {
+			if perr := broker.toggleProfile(); perr != nil {
+				return perr
+			}
+			progress("broker CPU profile over the scraper jobs: " + c.cpuProfile + "")
+		}
+		if err != nil {
+			return fmt.Errorf("scraper jobs: %w", err)
+		}
+	}
+
+	if want("blocked") {
+		progress(fmt.Sprintf("scraper jobs with images blocked: %d per variant (+%d warm-up), interleaved", c.jobs, c.warmup))
+		if res.Blocked, err = runBlockedJobs(ctx, bc, site, c.warmup, c.jobs, progress); err != nil {
+			return fmt.Errorf("scraper jobs with images blocked: %w", err)
+		}
+	}
+
+	if want("evaluate") {
+		progress(fmt.Sprintf("per-command overhead: %d Evaluate calls per path", c.evals))
+		if res.Evaluate, err = runEvaluate(ctx, bc, inproc, server.wsEndpoint, url, c.evals); err != nil {
+			return fmt.Errorf("evaluate: %w", err)
+		}
+	}
+	return nil
 }
 
 // loadAvg1 is the one-minute load average; 0 when unknown.

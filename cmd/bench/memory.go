@@ -130,7 +130,7 @@ func runMemory(ctx context.Context, brokerPath, driverDir, chromium, url string,
 	res := MemoryResult{Method: fmt.Sprintf("sum of Pss in /proc/PID/smaps_rollup over the broker pid and all its descendants (driver = node running cli.js, chromium = the rest), "+
 		"median of 3 samples 300ms apart, taken %v after the last lease loaded its page; a fresh broker started with --max-leases %d; MiB/lease = (total - total at 0) / leases",
 		settle, slices.Max(levels))}
-	b, err := startBroker(ctx, brokerPath, driverDir, chromium, "--max-leases", strconv.Itoa(slices.Max(levels)))
+	b, err := startBroker(ctx, brokerPath, driverDir, chromium, nil, "--max-leases", strconv.Itoa(slices.Max(levels)))
 	if err != nil {
 		return res, err
 	}

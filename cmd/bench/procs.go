@@ -24,6 +24,7 @@ import (
 var chromiumArgs = []string{
 	"--disable-gpu", "--disable-quic", "--disable-background-networking",
 	"--disable-component-update", "--disable-sync", "--no-first-run",
+	"--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
 }
 
 // logTail keeps the last lines a child process printed, for errors.
@@ -56,12 +57,16 @@ type brokerProc struct {
 	stopOnce sync.Once
 }
 
-// startBroker runs the broker on a free loopback port and waits until its
-// "broker listening" log line names the address.
-func startBroker(ctx context.Context, path, driverDir, chromium string, args ...string) (*brokerProc, error) {
+// startBroker runs the broker on a free loopback port, with env added to
+// its environment, and waits until its "broker listening" log line names
+// the address.
+func startBroker(ctx context.Context, path, driverDir, chromium string, env []string, args ...string) (*brokerProc, error) {
 	all := append([]string{"--addr", "127.0.0.1:0", "--log-format", "json",
 		"--driver-dir", driverDir, "--chromium", chromium, "--state-dir", ""}, args...)
 	cmd := exec.Command(path, all...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
@@ -109,6 +114,17 @@ func startBroker(ctx context.Context, path, driverDir, chromium string, args ...
 
 func (b *brokerProc) pid() int { return b.cmd.Process.Pid }
 
+// toggleProfile starts, then (the next call) stops, the CPU profile of a
+// broker built with -tags benchprofile and run with BROKER_CPUPROFILE
+// (cmd/broker/profile_bench.go): SIGUSR1 toggles it.
+func (b *brokerProc) toggleProfile() error {
+	if err := b.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		return fmt.Errorf("toggle the broker's CPU profile: %w", err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the broker act on it before the work starts
+	return nil
+}
+
 func (b *brokerProc) kill() {
 	_ = b.cmd.Process.Kill()
 	<-b.exited
@@ -128,9 +144,14 @@ func (b *brokerProc) stop() {
 }
 
 // buildBroker builds the broker into dir; the working directory must be
-// inside the module.
-func buildBroker(ctx context.Context, dir string, stderr io.Writer) (string, error) {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir, "github.com/browserbroker/broker/cmd/broker")
+// inside the module. profile adds the benchprofile tag (a CPU profile
+// toggled by SIGUSR1, see toggleProfile).
+func buildBroker(ctx context.Context, dir string, profile bool, stderr io.Writer) (string, error) {
+	args := []string{"build", "-o", dir}
+	if profile {
+		args = append(args, "-tags", "benchprofile")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "github.com/browserbroker/broker/cmd/broker")...)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("go build the broker: %w", err)

@@ -21,6 +21,7 @@ type Results struct {
 	Took     time.Duration `json:"-"`
 	TookS    float64       `json:"took_s"`
 	Quick    bool          `json:"quick"`
+	Smoke    bool          `json:"smoke"`
 	Host     Host          `json:"host"`
 	Settings Settings      `json:"settings"`
 	Grant    GrantResult   `json:"grant_latency"`
@@ -30,6 +31,7 @@ type Results struct {
 	Churn    ChurnResult   `json:"lease_churn"`
 	Reclaim  ReclaimResult `json:"reclaim_latency"`
 	Memory   MemoryResult  `json:"memory"`
+	Targets  []Target      `json:"targets"`
 }
 
 // Host describes the machine and the software measured.
@@ -66,6 +68,9 @@ type Settings struct {
 	// which measurement.
 	Warm    int    `json:"warm_pool_size"`
 	Brokers string `json:"brokers"`
+	// Sections are the measurements that ran (--sections); the others'
+	// figures are zero.
+	Sections []string `json:"sections"`
 }
 
 // Latency summarises a sample of durations. P99 uses the nearest rank, so
@@ -260,6 +265,84 @@ type MemoryResult struct {
 	Levels []MemLevel `json:"levels"`
 }
 
+// Target is one of the issue's targets beside the figure measured for it.
+type Target struct {
+	Name string `json:"name"`
+	// Target is the bound, as text ("<= 0.7", ">= 5000"); Limit is its
+	// number, in Unit.
+	Target   string  `json:"target"`
+	Limit    float64 `json:"limit"`
+	Measured float64 `json:"measured"`
+	Unit     string  `json:"unit"`
+	Met      bool    `json:"met"`
+	// Detail says which figure Measured is.
+	Detail string `json:"detail"`
+}
+
+// The issue's targets.
+const (
+	targetJobRatio      = 0.7  // scraper job p50, broker / each alternative
+	targetWarmGrantMs   = 5.0  // warm-pool grant p50
+	targetOverheadMs    = 1.0  // Evaluate overhead p50, broker - in-process
+	targetCoreCyclesPS  = 5000 // fake-backend churn on 2 cores
+	targetPerLeaseBytes = 64e6 // PSS per lease at 50 leases: 64 MB
+	targetMemoryLeases  = 50
+)
+
+// targets sets each of the issue's targets beside what the run measured,
+// for the sections that ran.
+func targets(r *Results) []Target {
+	ran := func(name string) bool { return slices.Contains(r.Settings.Sections, name) }
+	out := []Target{} // an empty list, not null, when no target's section ran
+	atMost := func(name string, limit, measured float64, unit, format, detail string) {
+		out = append(out, Target{Name: name, Target: "<= " + fmt.Sprintf(format, limit), Limit: limit,
+			Measured: measured, Unit: unit, Met: measured <= limit, Detail: detail})
+	}
+	if ran("jobs") {
+		j := r.Jobs
+		atMost("scraper job p50, broker (warm pool) / in-process", targetJobRatio, j.BrokerWarmOverInProcess.P50, "ratio", "%.2f",
+			fmt.Sprintf("%.1f ms / %.1f ms; default options, from the warm pool", j.BrokerWarm.P50Ms, j.InProcess.P50Ms))
+		atMost("scraper job p50, broker (warm pool) / browser server", targetJobRatio, j.BrokerWarmOverBrowserServer.P50, "ratio", "%.2f",
+			fmt.Sprintf("%.1f ms / %.1f ms; default options, from the warm pool", j.BrokerWarm.P50Ms, j.BrowserServer.P50Ms))
+		atMost("scraper job p50, broker (cold) / in-process", targetJobRatio, j.BrokerOverInProcess.P50, "ratio", "%.2f",
+			fmt.Sprintf("%.1f ms / %.1f ms; a non-default viewport: a new context per job", j.Broker.P50Ms, j.InProcess.P50Ms))
+		atMost("scraper job p50, broker (cold) / browser server", targetJobRatio, j.BrokerOverBrowserServer.P50, "ratio", "%.2f",
+			fmt.Sprintf("%.1f ms / %.1f ms; a non-default viewport: a new context per job", j.Broker.P50Ms, j.BrowserServer.P50Ms))
+	}
+	if ran("grant") {
+		atMost("warm-pool grant p50", targetWarmGrantMs, r.Grant.WarmPoolHit.P50Ms, "ms", "%.0f",
+			fmt.Sprintf("acquire sent -> granted received, %d acquires, each a warm-pool hit", r.Grant.WarmPoolHit.N))
+	}
+	if ran("evaluate") {
+		e := r.Evaluate
+		atMost("per-command overhead p50", targetOverheadMs, e.BrokerOverheadP50Ms, "ms", "%.0f",
+			fmt.Sprintf(`Evaluate("1") p50 through the broker minus in-process: %.3f ms - %.3f ms`, e.Broker.P50Ms, e.InProcess.P50Ms))
+	}
+	if ran("core") && len(r.Churn.CoreFake) > 0 {
+		// At concurrency = capacity (the broker's default of 4 per CPU)
+		// when that ran, else the highest.
+		t := r.Churn.CoreFake[len(r.Churn.CoreFake)-1]
+		for _, x := range r.Churn.CoreFake {
+			if x.Concurrency == r.Settings.Capacity {
+				t = x
+			}
+		}
+		out = append(out, Target{Name: "fake-backend lease churn", Target: fmt.Sprintf(">= %d", targetCoreCyclesPS), Limit: targetCoreCyclesPS,
+			Measured: t.CyclesPerS, Unit: "cycles/s", Met: t.CyclesPerS >= targetCoreCyclesPS,
+			Detail: fmt.Sprintf("lease core + gRPC over a fake backend at concurrency %d, %d CPUs", t.Concurrency, r.Host.CPUs)})
+	}
+	if ran("memory") && len(r.Memory.Levels) > 0 {
+		m := r.Memory.Levels[len(r.Memory.Levels)-1]
+		limit := math.Round(targetPerLeaseBytes/(1<<20)*10) / 10 // 64 MB in MiB
+		detail := fmt.Sprintf("PSS per lease at %d leases, (total - total at 0) / leases; 64 MB = %.1f MiB", m.Leases, limit)
+		if m.Leases != targetMemoryLeases {
+			detail += fmt.Sprintf(" (the target is at %d leases; this run went to %d)", targetMemoryLeases, m.Leases)
+		}
+		atMost(fmt.Sprintf("PSS per lease at %d leases", m.Leases), limit, m.PerLeaseMiB, "MiB", "%.1f", detail)
+	}
+	return out
+}
+
 // writeJSON writes the results to path, creating its folder.
 func writeJSON(path string, r *Results) error {
 	if dir := filepath.Dir(path); dir != "" {
@@ -276,9 +359,22 @@ func writeJSON(path string, r *Results) error {
 
 // printTable writes the human-readable summary.
 func printTable(w io.Writer, r *Results) {
+	size := ""
+	switch {
+	case r.Smoke:
+		size = ", --smoke"
+	case r.Quick:
+		size = ", --quick"
+	}
+	chromium := r.Host.ChromiumVersion
+	if chromium == "" {
+		chromium = r.Host.ChromiumPath
+	}
 	fmt.Fprintf(w, "browser-lease broker benchmark  %s  (%d CPUs, load %.2f→%.2f, %s, Playwright %s%s)\n",
 		r.Started.Format(time.RFC3339), r.Host.CPUs, r.Host.LoadAvg1Start, r.Host.LoadAvg1End,
-		r.Host.ChromiumVersion, r.Host.PlaywrightVersion, map[bool]string{true: ", --quick"}[r.Quick])
+		chromium, r.Host.PlaywrightVersion, size)
+	fmt.Fprintf(w, "sections: %s\n", strings.Join(r.Settings.Sections, ","))
+	ran := func(name string) bool { return slices.Contains(r.Settings.Sections, name) }
 	if r.Settings.Brokers != "" {
 		fmt.Fprintf(w, "brokers: %s\n", r.Settings.Brokers)
 	}
@@ -305,85 +401,119 @@ func printTable(w io.Writer, r *Results) {
 		row(append([]any{name, l.N, l.P50Ms, l.P99Ms, l.MeanMs, l.MaxMs}, extra...)...)
 	}
 
-	section(fmt.Sprintf("1. Grant latency through the broker (acquire sent → granted received; broker with --warm %d)", r.Grant.WarmPoolSize))
-	row("", "n", "p50 ms", "p99 ms", "mean ms", "max ms")
-	lat(fmt.Sprintf("cold (viewport %dx%d: new context + page)", coldViewport.Width, coldViewport.Height), r.Grant.Cold)
-	lat("warm pool hit (default options)", r.Grant.WarmPoolHit)
-	tw.Flush()
-	fmt.Fprintf(w, "   warm_hits rose by %d, warm_misses by %d over the %d warm acquires; the pool was full before every acquire\n",
-		r.Grant.WarmHits, r.Grant.WarmMisses, r.Grant.WarmPoolHit.N)
-
-	section("2. Scraper job: " + r.Jobs.Job)
-	row("path", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "cold broker ÷ path p50", "p99", "warm broker ÷ path p50", "p99")
-	j := r.Jobs
-	lat("broker, cold (gRPC)", j.Broker, "", "", j.BrokerWarmOverBroker.P50, j.BrokerWarmOverBroker.P99)
-	lat("broker, warm pool (gRPC)", j.BrokerWarm, "", "", "", "")
-	lat("playwright-go in-process", j.InProcess, j.BrokerOverInProcess.P50, j.BrokerOverInProcess.P99, j.BrokerWarmOverInProcess.P50, j.BrokerWarmOverInProcess.P99)
-	lat("browser server (connect/job)", j.BrowserServer, j.BrokerOverBrowserServer.P50, j.BrokerOverBrowserServer.P99, j.BrokerWarmOverBrowserServer.P50, j.BrokerWarmOverBrowserServer.P99)
-	tw.Flush()
-	wp := j.WarmPool
-	fmt.Fprintf(w, "   warm pool: %d hits, %d misses over the %d timed warm-pool jobs, hit rate %.0f%% (warm-up included: %d hits, %d misses)\n",
-		wp.Hits, wp.Misses, wp.Hits+wp.Misses, 100*wp.HitRate, wp.AllHits, wp.AllMisses)
-	if wp.Misses > 0 {
-		fmt.Fprintf(w, "   warm-pool jobs that hit: p50 %.2f ms; that missed (refill behind): p50 %.2f ms\n", wp.HitLatency.P50Ms, wp.MissLatency.P50Ms)
-	}
-	fmt.Fprintln(w, "   p50 per step, ms:")
-	row("path", "acquire", "navigate", "fill", "click", "text", "release")
-	for _, p := range []struct{ key, name string }{{"broker", "broker, cold"}, {"broker_warm_pool", "broker, warm pool"}, {"in_process", "in-process"}, {"browser_server", "browser server"}} {
-		st := r.Jobs.Steps[p.key]
-		row(p.name, st["acquire"].P50Ms, st["navigate"].P50Ms, st["fill"].P50Ms, st["click"].P50Ms, st["text"].P50Ms, st["release"].P50Ms)
+	if ran("grant") {
+		section(fmt.Sprintf("1. Grant latency through the broker (acquire sent → granted received; broker with --warm %d)", r.Grant.WarmPoolSize))
+		row("", "n", "p50 ms", "p99 ms", "mean ms", "max ms")
+		lat(fmt.Sprintf("cold (viewport %dx%d: new context + page)", coldViewport.Width, coldViewport.Height), r.Grant.Cold)
+		lat("warm pool hit (default options)", r.Grant.WarmPoolHit)
+		tw.Flush()
+		fmt.Fprintf(w, "   warm_hits rose by %d, warm_misses by %d over the %d warm acquires; the pool was full before every acquire\n",
+			r.Grant.WarmHits, r.Grant.WarmMisses, r.Grant.WarmPoolHit.N)
 	}
 
-	section("2b. Scraper job with images blocked: " + r.Blocked.Job)
-	row("", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "navigate p50 ms", "blocked ÷ loaded p50", "p99")
-	b := r.Blocked
-	lat("images loaded", b.Loaded, b.Steps["images_loaded"]["navigate"].P50Ms, "", "")
-	lat("images blocked (block {image})", b.Blocked, b.Steps["images_blocked"]["navigate"].P50Ms, b.BlockedOverLoaded.P50, b.BlockedOverLoaded.P99)
-	tw.Flush()
-	fmt.Fprintf(w, "   blocked_requests rose by %d over the run; every loaded job fetched every image, no blocked job any\n", b.BlockedRequests)
-
-	section(`3. Per-command overhead: Evaluate("1") on the loaded page`)
-	row("path", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "broker ÷ path p50", "p99")
-	lat("broker (gRPC)", r.Evaluate.Broker, "", "")
-	lat("playwright-go in-process", r.Evaluate.InProcess, r.Evaluate.BrokerOverInProcess.P50, r.Evaluate.BrokerOverInProcess.P99)
-	lat("browser server", r.Evaluate.BrowserServer, r.Evaluate.BrokerOverBrowserServer.P50, r.Evaluate.BrokerOverBrowserServer.P99)
-	tw.Flush()
-	fmt.Fprintf(w, "   broker overhead per command at p50: %.3f ms\n", r.Evaluate.BrokerOverheadP50Ms)
-
-	section("4. Lease churn, closed loop (" + r.Churn.Cycle + ")")
-	row("setup", "concurrency", "cycles", "cycles/s", "p50 ms", "p99 ms")
-	thr := func(name string, t Throughput) {
-		row(name, t.Concurrency, t.Cycles, t.CyclesPerS, t.Cycle.P50Ms, t.Cycle.P99Ms)
-	}
-	thr("broker, real Chromium", r.Churn.RealChromium)
-	for _, t := range r.Churn.CoreFake {
-		thr("lease core + gRPC, fake backend", t)
-	}
-
-	section("5. Reclaim latency (trigger → capacity free)")
-	row("trigger", "n", "p50 ms", "p99 ms", "mean ms", "max ms")
-	lat("release", r.Reclaim.Release.Latency)
-	lat("stream cancel", r.Reclaim.StreamCancel.Latency)
-	lat("TTL expiry", r.Reclaim.TTLExpiry.Latency)
-	tw.Flush()
-	for _, p := range []struct {
-		name string
-		rp   ReclaimPath
-	}{{"release", r.Reclaim.Release}, {"stream cancel", r.Reclaim.StreamCancel}, {"TTL expiry", r.Reclaim.TTLExpiry}} {
-		fmt.Fprintf(w, "   %s: %s\n", p.name, p.rp.Method)
-	}
-
-	section("6. Memory, PSS of broker + driver + Chromium (each lease with the job page loaded)")
-	row("leases", "total MiB", "broker", "driver", "chromium", "browsers", "renderers", "MiB/lease")
-	for _, m := range r.Memory.Levels {
-		per := "-"
-		if m.Leases > 0 {
-			per = fmt.Sprintf("%.1f", m.PerLeaseMiB)
+	if ran("jobs") {
+		section("2. Scraper job: " + r.Jobs.Job)
+		fmt.Fprintln(w, "   ratios: the broker path's time / this path's time (below 1: the broker is faster)")
+		row("path", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "broker cold/this p50", "p99", "broker warm/this p50", "p99")
+		j := r.Jobs
+		lat("broker, cold (gRPC)", j.Broker, "", "", j.BrokerWarmOverBroker.P50, j.BrokerWarmOverBroker.P99)
+		lat("broker, warm pool (gRPC)", j.BrokerWarm, "", "", "", "")
+		lat("playwright-go in-process", j.InProcess, j.BrokerOverInProcess.P50, j.BrokerOverInProcess.P99, j.BrokerWarmOverInProcess.P50, j.BrokerWarmOverInProcess.P99)
+		lat("browser server (connect/job)", j.BrowserServer, j.BrokerOverBrowserServer.P50, j.BrokerOverBrowserServer.P99, j.BrokerWarmOverBrowserServer.P50, j.BrokerWarmOverBrowserServer.P99)
+		tw.Flush()
+		fmt.Fprintf(w, "   broker/in-process p50 = %.2f (cold), %.2f (warm pool); broker/browser-server p50 = %.2f (cold), %.2f (warm pool)\n",
+			j.BrokerOverInProcess.P50, j.BrokerWarmOverInProcess.P50, j.BrokerOverBrowserServer.P50, j.BrokerWarmOverBrowserServer.P50)
+		wp := j.WarmPool
+		fmt.Fprintf(w, "   warm pool: %d hits, %d misses over the %d timed warm-pool jobs, hit rate %.0f%% (warm-up included: %d hits, %d misses)\n",
+			wp.Hits, wp.Misses, wp.Hits+wp.Misses, 100*wp.HitRate, wp.AllHits, wp.AllMisses)
+		if wp.Misses > 0 {
+			fmt.Fprintf(w, "   warm-pool jobs that hit: p50 %.2f ms; that missed (refill behind): p50 %.2f ms\n", wp.HitLatency.P50Ms, wp.MissLatency.P50Ms)
 		}
-		row(m.Leases, m.TotalMiB, m.BrokerMiB, m.DriverMiB, m.ChromiumMiB, m.Browsers, m.Renderers, per)
+		fmt.Fprintln(w, "   p50 per step, ms:")
+		row("path", "acquire", "navigate", "fill", "click", "text", "release")
+		for _, p := range []struct{ key, name string }{{"broker", "broker, cold"}, {"broker_warm_pool", "broker, warm pool"}, {"in_process", "in-process"}, {"browser_server", "browser server"}} {
+			st := r.Jobs.Steps[p.key]
+			row(p.name, st["acquire"].P50Ms, st["navigate"].P50Ms, st["fill"].P50Ms, st["click"].P50Ms, st["text"].P50Ms, st["release"].P50Ms)
+		}
+	}
+
+	if ran("blocked") {
+		section("2b. Scraper job with images blocked: " + r.Blocked.Job)
+		row("", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "navigate p50 ms", "blocked/loaded p50", "p99")
+		b := r.Blocked
+		lat("images loaded", b.Loaded, b.Steps["images_loaded"]["navigate"].P50Ms, "", "")
+		lat("images blocked (block {image})", b.Blocked, b.Steps["images_blocked"]["navigate"].P50Ms, b.BlockedOverLoaded.P50, b.BlockedOverLoaded.P99)
+		tw.Flush()
+		fmt.Fprintf(w, "   blocked/loaded p50 = %.2f; blocked_requests rose by %d over the run; every loaded job fetched every image, no blocked job any\n",
+			b.BlockedOverLoaded.P50, b.BlockedRequests)
+	}
+
+	if ran("evaluate") {
+		section(`3. Per-command overhead: Evaluate("1") on the loaded page`)
+		row("path", "n", "p50 ms", "p99 ms", "mean ms", "max ms", "broker/this p50", "p99")
+		lat("broker (gRPC)", r.Evaluate.Broker, "", "")
+		lat("playwright-go in-process", r.Evaluate.InProcess, r.Evaluate.BrokerOverInProcess.P50, r.Evaluate.BrokerOverInProcess.P99)
+		lat("browser server", r.Evaluate.BrowserServer, r.Evaluate.BrokerOverBrowserServer.P50, r.Evaluate.BrokerOverBrowserServer.P99)
+		tw.Flush()
+		fmt.Fprintf(w, "   broker overhead per command at p50 (broker - in-process): %.3f ms\n", r.Evaluate.BrokerOverheadP50Ms)
+	}
+
+	if ran("churn") || ran("core") {
+		section("4. Lease churn, closed loop (acquire → granted → release → revoked{RELEASED}, no page commands)")
+		row("setup", "concurrency", "cycles", "cycles/s", "p50 ms", "p99 ms")
+		thr := func(name string, t Throughput) {
+			row(name, t.Concurrency, t.Cycles, t.CyclesPerS, t.Cycle.P50Ms, t.Cycle.P99Ms)
+		}
+		if ran("churn") {
+			thr("broker, real Chromium", r.Churn.RealChromium)
+		}
+		for _, t := range r.Churn.CoreFake {
+			thr("lease core + gRPC, fake backend", t)
+		}
+	}
+
+	if ran("reclaim") {
+		section("5. Reclaim latency (trigger → capacity free)")
+		row("trigger", "n", "p50 ms", "p99 ms", "mean ms", "max ms")
+		lat("release", r.Reclaim.Release.Latency)
+		lat("stream cancel", r.Reclaim.StreamCancel.Latency)
+		lat("TTL expiry", r.Reclaim.TTLExpiry.Latency)
+		tw.Flush()
+		for _, p := range []struct {
+			name string
+			rp   ReclaimPath
+		}{{"release", r.Reclaim.Release}, {"stream cancel", r.Reclaim.StreamCancel}, {"TTL expiry", r.Reclaim.TTLExpiry}} {
+			fmt.Fprintf(w, "   %s: %s\n", p.name, p.rp.Method)
+		}
+	}
+
+	if ran("memory") {
+		section("6. Memory, PSS of broker + driver + Chromium (each lease with the job page loaded)")
+		row("leases", "total MiB", "broker", "driver", "chromium", "browsers", "renderers", "MiB/lease")
+		for _, m := range r.Memory.Levels {
+			per := "-"
+			if m.Leases > 0 {
+				per = fmt.Sprintf("%.1f", m.PerLeaseMiB)
+			}
+			row(m.Leases, m.TotalMiB, m.BrokerMiB, m.DriverMiB, m.ChromiumMiB, m.Browsers, m.Renderers, per)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "   %s\n", r.Memory.Method)
+	}
+
+	section("Targets (issue 6), each beside what this run measured")
+	row("target", "bound", "measured", "unit", "")
+	for _, t := range r.Targets {
+		met := "MET"
+		if !t.Met {
+			met = "MISSED"
+		}
+		row(t.Name, t.Target, fmt.Sprintf("%.2f", t.Measured), t.Unit, met)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "   %s\n", r.Memory.Method)
+	for _, t := range r.Targets {
+		fmt.Fprintf(w, "   %s: %s\n", t.Name, t.Detail)
+	}
 	fmt.Fprintf(w, "\ntook %.0fs\n", r.TookS)
 }
 

@@ -25,9 +25,9 @@ import (
 
 // fleetConfig holds the flags of the Redis fleet.
 type fleetConfig struct {
-	redisURL  string
-	id        string
-	advertise string
+	redisURL   string
+	id         string
+	advertise  string
 	ttl        time.Duration
 	ca         string
 	serverName string

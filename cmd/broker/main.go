@@ -203,7 +203,7 @@ func (a *memoryAdmission) admit() (bool, string) {
 
 // defaultCapacity sizes --max-leases for this machine: 4 per CPU, and no
 // more than one per 256 MiB of memory (a context with a loaded page costs
-// about 65 MB, plus its browser's share).
+// about 37 MiB PSS, plus its browser's share: see the README's figures).
 func defaultCapacity() int {
 	n := 4 * runtime.NumCPU()
 	if mem := totalMemory(); mem > 0 {

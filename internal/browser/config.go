@@ -85,6 +85,15 @@ type Config struct {
 	// MaxContexts bounds the contexts that exist at once, handed out and
 	// warm; warm ones are closed to make room. Default 0: no bound.
 	MaxContexts int
+	// MemoryLow, when set, says whether the machine is short of memory.
+	// While it says true the warm pool is not refilled: a warm context
+	// costs as much memory as a leased one, and memory admission holds new
+	// leases back for the same reason. It is read when the refill runs (on
+	// a kick and each second), so it must be cheap: the broker passes the
+	// lease manager's admission reading, not a probe of its own. NewContext
+	// itself does not consult it; callers admit before they ask. Default
+	// nil: memory is never low.
+	MemoryLow func() bool
 	// Args are extra Chromium command-line arguments.
 	Args []string
 	// DenyPrivateNetworks sends every context's traffic through a proxy of

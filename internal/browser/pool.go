@@ -65,6 +65,9 @@ type Stats struct {
 	// WarmHits and WarmMisses count NewContext calls with default options
 	// served from the warm pool, and not.
 	WarmHits, WarmMisses uint64
+	// WarmHeld is true while the warm pool is short of Config.Warm and not
+	// refilled because Config.MemoryLow says memory is low.
+	WarmHeld bool
 	// Sources describes each browser source: "local" first (unless
 	// Config.NoLocal), then each Config.Connect endpoint in order.
 	Sources []SourceStats
@@ -125,6 +128,7 @@ type Pool struct {
 	warm         []*Context    // made ahead with default options, nobody's yet (warm.go)
 	warmCreating int           // warm contexts being made
 	warmKick     chan struct{} // wakes refillWarm; buffer of one
+	warmHeld     bool          // refillWarm holds off: the pool is short and memory is low
 }
 
 // instance is one Playwright driver process and its connection.
@@ -300,6 +304,7 @@ func (p *Pool) Stats() Stats {
 	s.Browsers = len(p.browsers)
 	s.Contexts = len(p.contexts)
 	s.Warm = len(p.warm)
+	s.WarmHeld = p.warmHeld
 	for _, br := range p.browsers {
 		if br.retiring != "" || br.killed {
 			s.Retiring++
@@ -549,6 +554,23 @@ func (p *Pool) launch(ctx context.Context, first bool) error {
 	}
 }
 
+// chromiumArgs are the flags every local Chromium is launched with (before
+// Config.Args, which may override them).
+//
+// --disable-features=WebUIOmniboxPopup,...: headless Chromium opens a
+// window per context's first page, and each window made a renderer process
+// of its own for the omnibox popup (chrome://omnibox-popup.top-chrome),
+// about 50 MiB of PSS per context for browser UI that headless never
+// shows: half of what a lease cost. Turning it off changes nothing a page
+// can see or share; contexts still never share a renderer (Chromium keeps
+// each browser context's renderers apart). Chromium keeps only the last
+// --disable-features: one in Config.Args must name these too.
+var chromiumArgs = []string{
+	"--disable-gpu", "--disable-quic", "--disable-background-networking",
+	"--disable-component-update", "--disable-sync", "--no-first-run",
+	"--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
+}
+
 // launchBrowser starts the driver if none runs, then launches a browser
 // and adds it to the pool. The caller holds launchSem, so the browser is
 // the one new child of the driver.
@@ -575,10 +597,7 @@ func (p *Pool) launchBrowser() error {
 	what := p.cfg.BrowserType
 	if p.cfg.BrowserType == Chromium {
 		opts.ExecutablePath = &p.cfg.ExecutablePath
-		opts.Args = append([]string{
-			"--disable-gpu", "--disable-quic", "--disable-background-networking",
-			"--disable-component-update", "--disable-sync", "--no-first-run",
-		}, p.cfg.Args...)
+		opts.Args = append(slices.Clone(chromiumArgs), p.cfg.Args...)
 		if p.egress != nil {
 			// Last, so that it wins: WebRTC may send no UDP outside the
 			// egress proxy (policy.go).

@@ -12,6 +12,16 @@ import (
 // granted without waiting for Chromium. A warm context is handed out once
 // and never comes back. Warm contexts live in their browser's context set
 // (the browser counts them) but not in p.contexts (they are nobody's yet).
+//
+// Memory: while Config.MemoryLow says memory is low the refill holds off;
+// the warm contexts already made stay (they are paid for) and are handed
+// out as usual. In the broker a default acquire still waits under low
+// memory even when a warm context could serve it: the lease manager admits
+// (capacity, then memory) before it calls the backend, and hands the
+// request over unexamined. Letting warm hits past memory admission would
+// take the manager claiming a pooled context before Open (a second
+// backend interface) and would let later default acquires overtake the
+// queued ones; the wait lasts until admission next says yes (each second).
 
 // isDefault reports whether o asks for nothing: only such requests can take
 // a warm context, made with the default options.
@@ -95,9 +105,15 @@ func (p *Pool) kickWarmLocked() {
 	}
 }
 
+// memoryLow reports Config.MemoryLow's answer; false when there is none.
+func (p *Pool) memoryLow() bool {
+	return p.cfg.MemoryLow != nil && p.cfg.MemoryLow()
+}
+
 // refillWarm runs for the pool's life, topping the warm pool up whenever
 // it is kicked (a context taken, a context closed, a browser replaced).
-// A tick also catches warm contexts lost with their browser.
+// A tick also catches warm contexts lost with their browser, and resumes
+// the refill once memory is no longer low.
 func (p *Pool) refillWarm() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -109,13 +125,23 @@ func (p *Pool) refillWarm() {
 		case <-tick.C:
 		}
 		for {
+			// Asked before each context, so that a refill of several stops
+			// as soon as memory runs low.
+			low := p.memoryLow()
 			p.mu.Lock()
 			p.closeLater(p.pruneWarmLocked())
 			want := p.warmWantedLocked()
+			held := want && low
+			changed := held != p.warmHeld
+			p.warmHeld = held
+			want = want && !low
 			if want {
 				p.warmCreating++
 			}
 			p.mu.Unlock()
+			if changed {
+				p.log.Info("warm pool refill", zap.Bool("held_for_memory", held))
+			}
 			if !want {
 				break
 			}

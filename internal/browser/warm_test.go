@@ -1,6 +1,7 @@
 package browser
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -80,4 +81,34 @@ func closeContext(t *testing.T, c *Context) {
 	if err := c.Close(timeout(t, 10*time.Second)); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
+}
+
+// The warm pool holds its refill while the memory signal says low, keeps
+// the contexts it has, and refills once memory is back.
+func TestWarmPoolHoldsRefillWhileMemoryIsLow(t *testing.T) {
+	var low atomic.Bool
+	low.Store(true)
+	p := newPool(t, func(c *Config) { c.Warm = 2; c.MemoryLow = low.Load })
+	// Two ticks of the refill loop, under low memory: nothing is made.
+	time.Sleep(2500 * time.Millisecond)
+	if st := p.Stats(); st.Warm != 0 || !st.WarmHeld {
+		t.Fatalf("stats under low memory from the start %+v: want no warm context and WarmHeld", st)
+	}
+	low.Store(false)
+	waitWarm(t, p, 2)
+	if st := p.Stats(); st.WarmHeld {
+		t.Fatalf("stats once memory is back %+v: want WarmHeld false", st)
+	}
+
+	// Memory runs low with a full pool: a default context still takes a
+	// warm one (already made), and the hole is not refilled.
+	low.Store(true)
+	c := openContext(t, p, ContextOptions{})
+	time.Sleep(2500 * time.Millisecond)
+	if st := p.Stats(); st.Warm != 1 || st.WarmHits != 1 || !st.WarmHeld {
+		t.Fatalf("stats after a hit under low memory %+v: want 1 warm left, 1 hit, WarmHeld", st)
+	}
+	closeContext(t, c)
+	low.Store(false)
+	waitWarm(t, p, 2)
 }
