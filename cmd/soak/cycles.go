@@ -99,8 +99,11 @@ type soaker struct {
 	navStopped, navStoppedLate, navNotStopped int
 	navStopMax                                time.Duration // slowest of the stopped ones
 	navNeverSent                              int           // stopped before their request reached the site
-	// Short-TTL leases that expired before their first command arrived.
+	// Short-TTL leases that expired before a planned command arrived.
 	expiredEarly int
+	// Hang cycles whose lease was reclaimed (PAGE_CRASHED) because the page
+	// of the cancelled script could not be replaced in time.
+	pageNotReplaced int
 }
 
 func isClosed(ch <-chan struct{}) bool {
@@ -317,10 +320,16 @@ func (s *soaker) cycle(ctx context.Context, n int, k kind) (brokerv1.ReclaimReas
 			return h.endReason(ctx, err)
 		}
 		_, err = s.page.Evaluate(ctx, &brokerv1.EvaluateRequest{LeaseId: h.id, Expression: "(() => { while (true) {} })()", Timeout: durationpb.New(hangTimeout)})
+		if pageNotReplaced(err) {
+			return s.pageNotReplacedCycle(ctx, h)
+		}
 		if status.Code(err) != codes.DeadlineExceeded {
 			return h.endReason(ctx, fmt.Errorf("Evaluate(while (true) {}, timeout %v) = %v, want DEADLINE_EXCEEDED", hangTimeout, err))
 		}
 		if err := s.onePlusOne(ctx, h.id, "after the spinning script"); err != nil {
+			if pageNotReplaced(errors.Unwrap(err)) {
+				return s.pageNotReplacedCycle(ctx, h)
+			}
 			return h.endReason(ctx, err)
 		}
 		if !stopped && !isClosed(hr.arrived) && isClosed(s.site.hang(c).arrived) {
@@ -369,6 +378,23 @@ func (s *soaker) onePlusOne(ctx context.Context, id, when string) error {
 // had already expired by its idle TTL.
 func expiredByTTL(err error) bool {
 	return status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "TTL_EXPIRED")
+}
+
+// pageNotReplaced reports whether a command failed because its lease was
+// reclaimed when the page of a cancelled script could not be replaced in
+// time (README, "Page commands"): on a machine loaded far beyond its cores
+// a new page can take longer than --close-timeout to open.
+func pageNotReplaced(err error) bool {
+	c := status.Code(err)
+	return (c == codes.Aborted || c == codes.FailedPrecondition) &&
+		strings.Contains(err.Error(), "PAGE_CRASHED") && strings.Contains(err.Error(), "could not replace the page")
+}
+
+// pageNotReplacedCycle ends a cycle whose lease was reclaimed that way, as
+// documented: the holder must be told PAGE_CRASHED.
+func (s *soaker) pageNotReplacedCycle(ctx context.Context, h *held) (brokerv1.ReclaimReason, error) {
+	s.count(&s.pageNotReplaced)
+	return h.want(ctx, brokerv1.ReclaimReason_RECLAIM_REASON_PAGE_CRASHED)
 }
 
 // expiredEarlyCycle ends a short-TTL cycle whose lease expired before a

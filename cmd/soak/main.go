@@ -557,6 +557,7 @@ func (r *report) print(w io.Writer) []string {
 	fmt.Fprintf(tw, "page crash detection, slowest\t%v\t\n", s.crashMax.Round(time.Millisecond))
 	fmt.Fprintf(tw, "hanging requests seen / still open\t%d / %d\t\n", r.hangTotal, r.hangOpen)
 	fmt.Fprintf(tw, "short-TTL leases expired before a planned command\t%d\t\n", s.expiredEarly)
+	fmt.Fprintf(tw, "leases reclaimed as the page of a cancelled script could not be replaced\t%d\t\n", s.pageNotReplaced)
 	fmt.Fprintf(tw, "broker RSS start / after warm-up (%d cycles) / end / peak\t%s / %s / %s / %s\t\n",
 		r.c.warmup, mb(r.base.rssKB), mb(warm.rssKB), mb(r.end.rssKB), mb(pk.rssKB))
 	fmt.Fprintf(tw, "broker threads start / end\t%d / %d\t\n", r.base.threads, r.end.threads)
@@ -594,6 +595,13 @@ func (r *report) print(w io.Writer) []string {
 		}
 		fmt.Fprintf(w, "       %s\n", e)
 	}
+	// The overload outcomes are documented and counted, but a broker that
+	// took them often would be broken, not loaded.
+	shortTTL := s.byKind[kindTTL] + s.byKind[kindCloseSend]
+	check(s.expiredEarly*10 <= shortTTL, "short-TTL leases expired early in at most 10% of their cycles",
+		fmt.Sprintf("%d of %d", s.expiredEarly, shortTTL))
+	check(s.pageNotReplaced*10 <= s.byKind[kindHang], "pages of cancelled scripts not replaced in at most 10% of hang cycles",
+		fmt.Sprintf("%d of %d", s.pageNotReplaced, s.byKind[kindHang]))
 	check(st.GetActive() == 0 && st.GetWaiting() == 0 && st.GetOpening() == 0 && st.GetBrowserContexts() == 0,
 		"no lease, waiter or context left", statsLine(st))
 	check(st.GetGrantedTotal() == uint64(r.c.cycles) && st.GetReclaimedTotal() == uint64(r.c.cycles) && brokerSum == uint64(r.c.cycles),
