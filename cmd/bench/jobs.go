@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/playwright-community/playwright-go"
@@ -229,8 +230,9 @@ func drivePage(page playwright.Page, url string, sw *stopwatch) error {
 }
 
 // runJobs runs warmup rounds, then jobs rounds; a round runs one job on
-// every path in turn, starting with a different path each round so that no
-// path always runs right after the same one. The warm-pool path's jobs are
+// every path, in an order shuffled each round (with a fixed seed, so runs
+// compare), so that no path always runs right after the same one: work one
+// path leaves behind (the warm pool's refill) lands on every path alike. The warm-pool path's jobs are
 // told apart into hits and misses; the run fails when none hit, or when
 // anything but that path's acquires moved the warm pool's counters.
 func runJobs(ctx context.Context, c *client.Client, paths []path, url string, warmup, jobs int, progress func(string)) (JobResult, error) {
@@ -245,9 +247,10 @@ func runJobs(ctx context.Context, c *client.Client, paths []path, url string, wa
 	}
 	var warmJob []time.Duration // timed warm-pool jobs, in the order of warm.hit[warmup:]
 	var warm *warmBrokerPath
+	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range warmup + jobs {
-		for k := range paths {
-			p := paths[(round+k)%len(paths)]
+		for _, k := range rng.Perm(len(paths)) {
+			p := paths[k]
 			obs, _ := p.(jobObserver)
 			if obs != nil {
 				if err := obs.before(ctx); err != nil {

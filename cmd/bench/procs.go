@@ -17,15 +17,13 @@ import (
 	"time"
 
 	"github.com/playwright-community/playwright-go"
+
+	"github.com/browserbroker/broker/internal/browser"
 )
 
 // chromiumArgs are the flags the broker's pool launches Chromium with; the
 // other paths use the same, so that every path drives the same browser.
-var chromiumArgs = []string{
-	"--disable-gpu", "--disable-quic", "--disable-background-networking",
-	"--disable-component-update", "--disable-sync", "--no-first-run",
-	"--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
-}
+var chromiumArgs = browser.ChromiumArgs()
 
 // logTail keeps the last lines a child process printed, for errors.
 type logTail struct {

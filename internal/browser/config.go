@@ -24,6 +24,7 @@ const (
 	DefaultContextsPerBrowser = 8
 	DefaultLaunchTimeout      = 30 * time.Second
 	DefaultCloseTimeout       = 5 * time.Second
+	DefaultWarmRefillMaxDelay = 2 * time.Second
 )
 
 // Browser types: Config.BrowserType names one of Playwright's engines.
@@ -82,6 +83,12 @@ type Config struct {
 	// the default options, for NewContext calls that ask for nothing else.
 	// Default 0: none.
 	Warm int
+	// WarmRefillMaxDelay bounds how long the warm pool's refill waits for
+	// live work on the pool's contexts to pause before it makes a context
+	// anyway (see warm.go: the refill yields to page commands, to new
+	// contexts being made for callers, and to a warm context just handed
+	// out until its first command has finished). Default 2s.
+	WarmRefillMaxDelay time.Duration
 	// MaxContexts bounds the contexts that exist at once, handed out and
 	// warm; warm ones are closed to make room. Default 0: no bound.
 	MaxContexts int
@@ -123,6 +130,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
+	}
+	if cfg.WarmRefillMaxDelay <= 0 {
+		cfg.WarmRefillMaxDelay = DefaultWarmRefillMaxDelay
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -205,6 +215,9 @@ func checkSources(cfg Config) error {
 	}
 	if cfg.BrowserMaxContexts < 0 || cfg.BrowserMaxAge < 0 {
 		return fmt.Errorf("%w: negative browser max contexts or max age", ErrInvalidArgument)
+	}
+	if cfg.WarmRefillMaxDelay < 0 {
+		return fmt.Errorf("%w: negative warm refill max delay", ErrInvalidArgument)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/playwright-community/playwright-go"
@@ -31,6 +32,10 @@ type Context struct {
 	lost      chan struct{} // closed once, by markLost
 	closing   chan struct{} // closed once, when Close begins
 	closeDone chan struct{} // closed once, when Close has finished
+
+	// fresh: handed out from the warm pool and its first command not yet
+	// finished; it counts as live work until then (warm.go).
+	fresh atomic.Bool
 
 	mu           sync.Mutex
 	page         playwright.Page // nil when it closed under us or is being replaced
@@ -148,6 +153,7 @@ func (c *Context) Close(ctx context.Context) error {
 
 // close does Close's work, once, within limit.
 func (c *Context) close(limit time.Duration) {
+	c.endFresh() // no first command is coming
 	var err error
 	if done, _ := c.pool.within(nil, limit, func() error { return c.bc.Close() }); !done {
 		// An error from a finished close is no concern: the context is gone
@@ -222,6 +228,12 @@ func (c *Context) do(ctx context.Context, op string, scope callScope, kind errKi
 		return fmt.Errorf("%s: %w", op, ErrClosed)
 	}
 	defer func() { <-c.cmd }()
+	// Live work: the warm refill waits until it pauses (warm.go).
+	c.pool.liveBegin()
+	defer func() {
+		c.endFresh()
+		c.pool.liveEnd()
+	}()
 	if err := c.stateErr(op); err != nil {
 		return err
 	}

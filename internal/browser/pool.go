@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,12 @@ type Stats struct {
 	// WarmHeld is true while the warm pool is short of Config.Warm and not
 	// refilled because Config.MemoryLow says memory is low.
 	WarmHeld bool
+	// WarmRefillYielding is true while the warm pool's refill waits for
+	// live work on the pool's contexts to pause (warm.go).
+	WarmRefillYielding bool
+	// WarmRefillsForced counts the refills that stopped waiting for live
+	// work after Config.WarmRefillMaxDelay and went ahead beside it.
+	WarmRefillsForced uint64
 	// Sources describes each browser source: "local" first (unless
 	// Config.NoLocal), then each Config.Connect endpoint in order.
 	Sources []SourceStats
@@ -129,6 +136,15 @@ type Pool struct {
 	warmCreating int           // warm contexts being made
 	warmKick     chan struct{} // wakes refillWarm; buffer of one
 	warmHeld     bool          // refillWarm holds off: the pool is short and memory is low
+	warmYielding bool          // refillWarm waits for live work to pause
+
+	// Live work, which the warm refill yields to (warm.go): page commands
+	// in flight, NewContext calls making a context, and warm contexts
+	// handed out whose first command has not finished.
+	live     atomic.Int64
+	liveLast atomic.Int64  // when live work last ended: nanoseconds since epoch
+	liveIdle chan struct{} // buffer of one: live fell to zero
+	epoch    time.Time     // start of the monotonic clock of liveLast
 }
 
 // instance is one Playwright driver process and its connection.
@@ -193,7 +209,10 @@ func NewPool(ctx context.Context, cfg Config) (*Pool, error) {
 		closeDone: make(chan struct{}),
 		contexts:  map[*Context]struct{}{},
 		warmKick:  make(chan struct{}, 1),
+		liveIdle:  make(chan struct{}, 1),
+		epoch:     time.Now(),
 	}
+	p.liveLast.Store(-int64(warmRefillQuiet)) // no live work yet: quiet from the start
 	p.egress = newEgressPolicy(cfg, &p.denied)
 	if cfg.local() {
 		p.local = &source{name: localSourceName}
@@ -305,6 +324,7 @@ func (p *Pool) Stats() Stats {
 	s.Contexts = len(p.contexts)
 	s.Warm = len(p.warm)
 	s.WarmHeld = p.warmHeld
+	s.WarmRefillYielding = p.warmYielding
 	for _, br := range p.browsers {
 		if br.retiring != "" || br.killed {
 			s.Retiring++
@@ -404,6 +424,9 @@ func (p *Pool) NewContext(ctx context.Context, opts ContextOptions) (*Context, e
 			return p.installBlock(ctx, c, opts.Block)
 		}
 	}
+	// Making a context for a caller is live work: the warm refill waits.
+	p.liveBegin()
+	defer p.liveEnd()
 	for attempt := 1; ; attempt++ {
 		c, err := p.newContext(ctx, pwOpts)
 		if err == nil {
@@ -557,19 +580,38 @@ func (p *Pool) launch(ctx context.Context, first bool) error {
 // chromiumArgs are the flags every local Chromium is launched with (before
 // Config.Args, which may override them).
 //
-// --disable-features=WebUIOmniboxPopup,...: headless Chromium opens a
-// window per context's first page, and each window made a renderer process
-// of its own for the omnibox popup (chrome://omnibox-popup.top-chrome),
-// about 50 MiB of PSS per context for browser UI that headless never
-// shows: half of what a lease cost. Turning it off changes nothing a page
-// can see or share; contexts still never share a renderer (Chromium keeps
-// each browser context's renderers apart). Chromium keeps only the last
-// --disable-features: one in Config.Args must name these too.
+// --disable-features: headless Chromium opens a window per context's first
+// page, and each window made a renderer process of its own for the omnibox
+// popup (chrome://omnibox-popup.top-chrome), about 50 MiB of PSS per
+// context for browser UI that headless never shows: half of what a lease
+// cost. Turning it off changes nothing a page can see or share; contexts
+// still never share a renderer (Chromium keeps each browser context's
+// renderers apart). Chromium keeps only the last --disable-features, and
+// Playwright passes its own first, so ours repeats Playwright's list
+// (playwrightDisabledFeatures): without it, features Playwright relies on
+// (DeferRendererTasksAfterInput for waiting after a click, HttpsUpgrades,
+// ...) would be back on. One in Config.Args must name all of these too.
 var chromiumArgs = []string{
 	"--disable-gpu", "--disable-quic", "--disable-background-networking",
 	"--disable-component-update", "--disable-sync", "--no-first-run",
-	"--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
+	"--disable-features=" + strings.Join(append(slices.Clone(playwrightDisabledFeatures),
+		"WebUIOmniboxPopup", "WebUIOmniboxAimPopup", "WebUIOmniboxFullPopup"), ","),
 }
+
+// playwrightDisabledFeatures are the features the pinned driver
+// (playwright-core 1.52.0, lib/server/chromium/chromiumSwitches.js)
+// disables; a test checks the list against the installed driver.
+var playwrightDisabledFeatures = []string{
+	"AcceptCHFrame", "AutoExpandDetailsElement", "AvoidUnnecessaryBeforeUnloadCheckSync",
+	"CertificateTransparencyComponentUpdater", "DeferRendererTasksAfterInput", "DestroyProfileOnBrowserClose",
+	"DialMediaRouteProvider", "ExtensionManifestV2Disabled", "GlobalMediaControls", "HttpsUpgrades",
+	"ImprovedCookieControls", "LazyFrameLoading", "LensOverlay", "MediaRouter", "PaintHolding",
+	"ThirdPartyStoragePartitioning", "Translate",
+}
+
+// ChromiumArgs returns the flags the pool launches local Chromium with, for
+// programs (the benchmark) that launch Chromium beside it the same way.
+func ChromiumArgs() []string { return slices.Clone(chromiumArgs) }
 
 // launchBrowser starts the driver if none runs, then launches a browser
 // and adds it to the pool. The caller holds launchSem, so the browser is

@@ -365,6 +365,7 @@ func TestCheckSources(t *testing.T) {
 		{"twice", func(c *Config) { c.Connect = []string{"ws://a:1/", "ws://a:1/"} }, "given twice"},
 		{"no source", func(c *Config) { c.NoLocal = true }, "no browser source"},
 		{"negative age", func(c *Config) { c.BrowserMaxAge = -time.Second }, "negative"},
+		{"negative warm refill delay", func(c *Config) { c.WarmRefillMaxDelay = -time.Second }, "warm refill max delay"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base

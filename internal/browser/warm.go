@@ -22,6 +22,34 @@ import (
 // take the manager claiming a pooled context before Open (a second
 // backend interface) and would let later default acquires overtake the
 // queued ones; the wait lasts until admission next says yes (each second).
+//
+// Live work first: making a context and its page costs 230-300 ms of
+// Chromium and driver CPU, much of it on what every context of the browser
+// shares (the browser process, the driver's one event loop), so a refill
+// made at once, beside the job of the lease that just took a warm context,
+// lands on that job's first commands: on 2 busy cores its navigate took
+// two to three times as long as in-process (README, Figures).
+// The refill is speculative work, so it yields to live work: before each
+// context it waits until no page command has run on the pool's contexts
+// for warmRefillQuiet, no NewContext call is making a context for a
+// caller, and every warm context handed out has finished its first
+// command (the gap between the grant and that command is the lease's,
+// however long). It never starves: after Config.WarmRefillMaxDelay it
+// makes the context anyway (Stats.WarmRefillsForced), so under work that
+// never pauses the pool still refills, one context per delay at worst.
+// Nor does it wait once the pool is empty: the next default acquire would
+// then make its context on its own critical path, which costs it more than
+// sharing the machine with a refill (and a worker that runs jobs back to
+// back, never pausing, would otherwise drain the pool to misses).
+// Live work is an atomic counter bumped around each command, cheap beside
+// a round trip to the driver; the refill waits on a channel and timers,
+// never polls.
+
+// warmRefillQuiet is how long live work must have paused before the warm
+// refill makes a context. It spans the gaps between a job's commands (a
+// round trip from the worker, a few ms) with room to spare on a loaded
+// machine, and is short beside the context's own cost.
+const warmRefillQuiet = 100 * time.Millisecond
 
 // isDefault reports whether o asks for nothing: only such requests can take
 // a warm context, made with the default options.
@@ -41,6 +69,9 @@ func (p *Pool) takeWarm() *Context {
 		c := p.warm[len(p.warm)-1]
 		p.warm = p.warm[:len(p.warm)-1]
 		p.contexts[c] = struct{}{}
+		// Live work until its first command has run (Context.endFresh).
+		c.fresh.Store(true)
+		p.liveBegin()
 		p.stats.WarmHits++
 		p.kickWarmLocked()
 		return c
@@ -105,6 +136,90 @@ func (p *Pool) kickWarmLocked() {
 	}
 }
 
+// liveBegin and liveEnd bracket live work (see "Live work first" above).
+func (p *Pool) liveBegin() { p.live.Add(1) }
+
+func (p *Pool) liveEnd() {
+	// The time first: a refill that sees live at zero reads a current one.
+	p.liveLast.Store(int64(time.Since(p.epoch)))
+	if p.live.Add(-1) == 0 {
+		select {
+		case p.liveIdle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// endFresh ends the live work a warm context stands for from its hand-out
+// to the end of its first command (or its close), once.
+func (c *Context) endFresh() {
+	if c.fresh.CompareAndSwap(true, false) {
+		c.pool.liveEnd()
+	}
+}
+
+// quietIn says how long until live work has paused for warmRefillQuiet:
+// 0 when it has, -1 while live work runs.
+func (p *Pool) quietIn() time.Duration {
+	if p.live.Load() > 0 {
+		return -1
+	}
+	since := time.Since(p.epoch) - time.Duration(p.liveLast.Load())
+	return max(0, warmRefillQuiet-since)
+}
+
+// yieldToLive waits until live work has paused for warmRefillQuiet or the
+// warm pool is empty, for Config.WarmRefillMaxDelay at most (forced), or
+// until the pool closes (open false).
+func (p *Pool) yieldToLive() (forced, open bool) {
+	wait := p.quietIn()
+	if wait == 0 || p.warmEmpty() {
+		return false, true
+	}
+	p.setYielding(true)
+	defer p.setYielding(false)
+	deadline := time.NewTimer(p.cfg.WarmRefillMaxDelay)
+	defer deadline.Stop()
+	quiet := time.NewTimer(warmRefillQuiet) // (re)armed below, before each use
+	defer quiet.Stop()
+	for ; wait != 0 && !p.warmEmpty(); wait = p.quietIn() {
+		var quietC <-chan time.Time // nil while live work runs: wait for liveIdle
+		if wait > 0 {
+			quiet.Reset(wait)
+			quietC = quiet.C
+		}
+		select {
+		case <-p.closing:
+			return false, false
+		case <-deadline.C:
+			return true, true
+		case <-p.liveIdle: // may be stale; quietIn tells
+		case <-quietC:
+		case <-p.warmKick: // a warm context taken: the pool may be empty
+		}
+	}
+	return false, true
+}
+
+func (p *Pool) setYielding(on bool) {
+	p.mu.Lock()
+	p.warmYielding = on
+	p.mu.Unlock()
+}
+
+func (p *Pool) warmEmpty() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.warm) == 0
+}
+
+// warmWanted says whether the refill would make a context now.
+func (p *Pool) warmWanted() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.warmWantedLocked()
+}
+
 // memoryLow reports Config.MemoryLow's answer; false when there is none.
 func (p *Pool) memoryLow() bool {
 	return p.cfg.MemoryLow != nil && p.cfg.MemoryLow()
@@ -125,6 +240,19 @@ func (p *Pool) refillWarm() {
 		case <-tick.C:
 		}
 		for {
+			// Speculative work yields to live work (see above). Under low
+			// memory nothing is made: no reason to wait.
+			if p.warmWanted() && !p.memoryLow() {
+				forced, open := p.yieldToLive()
+				if !open {
+					return
+				}
+				if forced {
+					p.mu.Lock()
+					p.stats.WarmRefillsForced++
+					p.mu.Unlock()
+				}
+			}
 			// Asked before each context, so that a refill of several stops
 			// as soon as memory runs low.
 			low := p.memoryLow()
