@@ -228,6 +228,9 @@ func TestFleet(t *testing.T) {
 			}
 			return false
 		})
+		waitFleet(t, sadmin, 5*time.Second, "b1 free again", func(s *brokerv1.GetStatsResponse) bool {
+			return len(s.GetMembers()) == 2 && s.GetMembers()[0].GetFree() == 1
+		})
 		before := reclaimedBy(getStats(t, admin), brokerv1.ReclaimReason_RECLAIM_REASON_STREAM_CLOSED)
 		through := acquireLease(t, sconn, 0)
 		if fleet.OwnerOf(through.id) != "b1" {
@@ -347,4 +350,55 @@ func readmeFleetRecipe(t *testing.T, addr string) {
 	if err != nil || !strings.Contains(string(out), `"brokerId": "b3"`) || !strings.Contains(string(out), `"capacity": 3`) {
 		t.Errorf("README recipe %s: %v\n%s\nwant the fleet's stats with b1, b2 and b3", recipe, err, out)
 	}
+}
+
+// A fleet with bearer tokens and TLS: brokers call each other over TLS
+// (verified with --fleet-ca) carrying the caller's token, so a lease
+// forwarded to another broker belongs to the caller there, and another
+// principal cannot reach it through any broker.
+func TestFleetTLSAndTokens(t *testing.T) {
+	needDeps(t)
+	r := testredis.Start(t)
+	const alice, bob, ops = "alice-token-0123456789", "bob-token-0123456789ab", "ops-token-0123456789abc"
+	tokens := writeTokens(t, alice+" alice client\n"+bob+" bob client\n"+ops+" ops admin\n")
+	p := newPKI(t, "fleet-ca")
+	cert, key := p.issue(t, "")
+	var bs []*brokerProc
+	for i := 1; i <= 2; i++ {
+		bs = append(bs, startBroker(t, "--max-leases", "1", "--redis", r.URL(), "--broker-id", fmt.Sprintf("b%d", i),
+			"--fleet-ttl", "1500ms", "--auth-tokens", tokens, "--tls-cert", cert, "--tls-key", key, "--fleet-ca", p.caFile))
+	}
+	ca := p.tlsConn(t, bs[0].addr, "", alice)
+	admin := brokerv1.NewAdminServiceClient(p.tlsConn(t, bs[0].addr, "", ops))
+	// Each broker registers with its capacity by the time it listens.
+	if s, err := fleetStats(t, admin); err != nil || memberIDs(s) != "b1,b2" || s.GetMembers()[1].GetFree() != 1 {
+		t.Fatalf("GetStats(FLEET) once both listen = %v, %v; want b1 and b2, b2 with a free lease", s.GetMembers(), err)
+	}
+
+	first := acquireLease(t, ca, 0)
+	waitFleet(t, admin, 5*time.Second, "b1 full", func(s *brokerv1.GetStatsResponse) bool {
+		return len(s.GetMembers()) == 2 && s.GetMembers()[0].GetFree() == 0
+	})
+	second := acquireLease(t, ca, 0)
+	if fleet.OwnerOf(first.id) != "b1" || fleet.OwnerOf(second.id) != "b2" {
+		t.Fatalf("alice's leases through b1: %s, %s; want one on b1, one forwarded to b2", first.id, second.id)
+	}
+	// b2 knows the forwarded lease as alice's.
+	ll, err := admin.ListLeases(callCtx(t, 10*time.Second), &brokerv1.ListLeasesRequest{Scope: brokerv1.Scope_SCOPE_FLEET, Principal: "alice"})
+	if err != nil || len(ll.GetLeases()) != 2 {
+		t.Fatalf("ListLeases(FLEET, principal alice) = %v, %v; want both leases", ll, err)
+	}
+	// Alice drives it through b1; bob cannot, through either broker.
+	pa := brokerv1.NewPageServiceClient(ca)
+	if got := evaluate(t, pa, second.id, "1+1"); got != "2" {
+		t.Errorf("alice's Evaluate on %s through b1 = %s, want 2", second.id, got)
+	}
+	for i, b := range bs {
+		pb := brokerv1.NewPageServiceClient(p.tlsConn(t, b.addr, "", bob))
+		if _, err := pb.Evaluate(callCtx(t, 10*time.Second), &brokerv1.EvaluateRequest{LeaseId: second.id, Expression: "1"}); status.Code(err) != codes.NotFound {
+			t.Errorf("bob's Evaluate on alice's %s through b%d = %v, want NOT_FOUND", second.id, i+1, err)
+		}
+	}
+	second.release(t)
+	first.release(t)
 }

@@ -344,6 +344,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	leases := lease.New(server.BrowserBackend{Pool: pool, Store: saved}, c.lease)
 	leasesRef.Store(leases)
+	if fl != nil {
+		fl.Refresh() // registered as full until now
+	}
 	metrics := server.NewMetrics(leases, pool)
 	srv := server.New(server.Config{
 		Fleet:             inFleet,

@@ -108,6 +108,7 @@ type Fleet struct {
 	log  *zap.Logger
 	stop chan struct{}
 	done chan struct{}
+	kick chan struct{} // Nudge
 
 	mu       sync.Mutex
 	healthy  bool              // the last heartbeat reached Redis
@@ -139,7 +140,7 @@ func New(cfg Config) (*Fleet, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	f := &Fleet{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{}),
-		known: map[string]Member{}}
+		kick: make(chan struct{}, 1), known: map[string]Member{}}
 	f.heartbeat()
 	go f.loop()
 	return f, nil
@@ -162,6 +163,8 @@ func (f *Fleet) loop() {
 		case <-f.stop:
 			return
 		case <-t.C:
+			f.heartbeat()
+		case <-f.kick:
 			f.heartbeat()
 		}
 	}
@@ -188,6 +191,21 @@ func (f *Fleet) heartbeat() {
 		f.log.Warn("fleet: Redis unreachable; serving this broker's leases only", zap.Error(err))
 	default:
 		f.log.Info("fleet: registered", zap.String("broker_id", f.cfg.ID), zap.String("address", f.cfg.Address))
+	}
+}
+
+// Refresh renews the registration now, with the load as it is now,
+// rather than at the next heartbeat: when the broker's lease manager has
+// just started, say, so the fleet does not see it full until then.
+func (f *Fleet) Refresh() { f.heartbeat() }
+
+// Nudge asks for a heartbeat soon, without waiting for it: the load
+// changed (a lease was granted or ended), and the fleet should see it
+// before the next tick. Nudges while one is pending are merged.
+func (f *Fleet) Nudge() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
 	}
 }
 

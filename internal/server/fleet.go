@@ -36,6 +36,8 @@ type Fleet interface {
 	PickFree(ctx context.Context) (fleet.Member, bool, error)
 	ClaimSession(ctx context.Context, key string) (owner string, err error)
 	SessionOwner(ctx context.Context, key string) (owner string, err error)
+	// Nudge tells the fleet soon that this broker's load changed.
+	Nudge()
 }
 
 // peers keeps one client connection per other broker.
@@ -242,7 +244,9 @@ func (s *Server) fleetAcquire(stream brokerv1.LeaseService_LeaseServer, first *b
 	}
 	m, ok, err := s.cfg.Fleet.PickFree(ctx)
 	if err != nil || !ok {
-		return false, nil // no room elsewhere either, or no Redis: queue here
+		// No room elsewhere either, or no Redis: queue here.
+		s.log.Debug("acquire not forwarded: no broker of the fleet has room", zap.Error(err))
+		return false, nil
 	}
 	started, err := s.proxyLease(stream, first, m)
 	if !started {
@@ -470,4 +474,11 @@ func (s *Server) brokerID() string {
 		return ""
 	}
 	return s.cfg.Fleet.ID()
+}
+
+// nudgeFleet tells the fleet this broker's load changed.
+func (s *Server) nudgeFleet() {
+	if s.cfg.Fleet != nil {
+		s.cfg.Fleet.Nudge()
+	}
 }
