@@ -312,8 +312,25 @@ func TestErrors(t *testing.T) {
 		if !errors.Is(err, ErrNavigated) {
 			t.Fatalf("Evaluate across a navigation = %v, want ErrNavigated", err)
 		}
-		if got := evaluate(t, c, "document.title"); got != `"Test page"` {
-			t.Fatalf("Evaluate after the navigation = %s, want the new page's title", got)
+		// The navigation that destroyed the document may still be under
+		// way: a command now is refused the same retryable way until the
+		// new document is there, then runs on it.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err := c.Evaluate(timeout(t, 5*time.Second), "document.title", "")
+			if err == nil {
+				if got != `"Test page"` {
+					t.Fatalf("Evaluate after the navigation = %s, want the new page's title", got)
+				}
+				break
+			}
+			if !errors.Is(err, ErrNavigated) || time.Now().After(deadline) {
+				t.Fatalf("Evaluate while the navigation ends = %v, want ErrNavigated, then the new page", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := evaluate(t, c, "location.search"); got != `"?again"` {
+			t.Fatalf("location.search after the navigation = %s, want the script's ?again", got)
 		}
 	})
 
