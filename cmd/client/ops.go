@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 )
@@ -17,30 +18,20 @@ import (
 var leaseServiceName = brokerv1.LeaseService_ServiceDesc.ServiceName
 
 func (c *cli) drain(ctx context.Context, args []string) error {
-	if err := c.noArguments("drain", args); err != nil {
-		return err
-	}
-	conn, err := c.dialConn()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	admin := brokerv1.NewAdminServiceClient(conn)
-	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.DrainResponse, error) {
+	return c.setDrain(ctx, "drain", args, func(ctx context.Context, admin brokerv1.AdminServiceClient) (proto.Message, error) {
 		return admin.Drain(ctx, &brokerv1.DrainRequest{})
 	})
-	if err != nil {
-		return rpcError("drain", err)
-	}
-	if c.json {
-		return writeJSON(c.stdout, resp)
-	}
-	fmt.Fprintf(c.stdout, "draining: new acquires fail with UNAVAILABLE; %s still active\n", leaseCount(resp.GetActive()))
-	return nil
 }
 
 func (c *cli) undrain(ctx context.Context, args []string) error {
-	if err := c.noArguments("undrain", args); err != nil {
+	return c.setDrain(ctx, "undrain", args, func(ctx context.Context, admin brokerv1.AdminServiceClient) (proto.Message, error) {
+		return admin.Undrain(ctx, &brokerv1.UndrainRequest{})
+	})
+}
+
+// setDrain runs drain or undrain, and says what it did.
+func (c *cli) setDrain(ctx context.Context, verb string, args []string, call func(context.Context, brokerv1.AdminServiceClient) (proto.Message, error)) error {
+	if err := c.noArguments(verb, args); err != nil {
 		return err
 	}
 	conn, err := c.dialConn()
@@ -49,16 +40,18 @@ func (c *cli) undrain(ctx context.Context, args []string) error {
 	}
 	defer conn.Close()
 	admin := brokerv1.NewAdminServiceClient(conn)
-	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.UndrainResponse, error) {
-		return admin.Undrain(ctx, &brokerv1.UndrainRequest{})
-	})
+	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (proto.Message, error) { return call(ctx, admin) })
 	if err != nil {
-		return rpcError("undrain", err)
+		return rpcError(verb, err)
 	}
 	if c.json {
 		return writeJSON(c.stdout, resp)
 	}
-	fmt.Fprintln(c.stdout, "undrained: granting leases again")
+	if d, ok := resp.(*brokerv1.DrainResponse); ok {
+		fmt.Fprintf(c.stdout, "draining: new acquires fail with UNAVAILABLE; %s still active\n", leaseCount(d.GetActive()))
+	} else {
+		fmt.Fprintln(c.stdout, "undrained: granting leases again")
+	}
 	return nil
 }
 
