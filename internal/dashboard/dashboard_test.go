@@ -457,7 +457,11 @@ func TestStateJSONShape(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	queued := make(chan struct{})
-	go d.leases.Acquire(ctx, lease.AcquireRequest{Wait: time.Minute}, func(int) { close(queued) })
+	waiterGranted := make(chan error, 1)
+	go func() {
+		_, err := d.leases.Acquire(ctx, lease.AcquireRequest{Wait: time.Minute}, func(int) { close(queued) })
+		waiterGranted <- err
+	}()
 	<-queued
 	if err := d.leases.DoCommand(context.Background(), "alice", a.ID(), "Navigate", func(context.Context, lease.Session) error { return nil }); err != nil {
 		t.Fatalf("DoCommand = %v", err)
@@ -500,6 +504,9 @@ func TestStateJSONShape(t *testing.T) {
 
 	// A reclaim shows in the chart, through the manager's own counters.
 	a.Reclaim(lease.Released, "")
+	if err := <-waiterGranted; err != nil {
+		t.Fatalf("the waiter's Acquire = %v, want granted after the release", err)
+	}
 	resp = d.do(t, "GET", "/dashboard/api/state", nil, nil)
 	s = State{}
 	json.NewDecoder(resp.Body).Decode(&s)
