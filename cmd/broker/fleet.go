@@ -59,7 +59,7 @@ func defaultBrokerID() string {
 }
 
 // check fills the defaults and checks the flags together.
-func (f *fleetConfig) check(listen string) error {
+func (f *fleetConfig) check(tls bool) error {
 	if f.redisURL == "" {
 		if f.id != "" || f.advertise != "" || f.ca != "" || f.serverName != "" {
 			return errors.New("--broker-id, --advertise-addr, --fleet-ca and --fleet-server-name need --redis")
@@ -74,6 +74,9 @@ func (f *fleetConfig) check(listen string) error {
 	}
 	if err := fleet.ValidID(f.id); err != nil {
 		return fmt.Errorf("--broker-id: %w", err)
+	}
+	if !tls && (f.ca != "" || f.serverName != "") {
+		return errors.New("--fleet-ca and --fleet-server-name are for TLS between brokers: they need --tls-cert")
 	}
 	if f.ttl < 300*time.Millisecond {
 		return errors.New("--fleet-ttl must be at least 300ms")
@@ -99,10 +102,11 @@ func (f *fleetConfig) advertised(lis net.Addr, flagAddr string) (string, error) 
 }
 
 // dialOptions are the credentials of calls to the other brokers: TLS when
-// this broker serves TLS (its own certificate presented, for brokers that
-// want client certificates), else plaintext.
-func (f *fleetConfig) dialOptions(serverTLS *tls.Config) ([]grpc.DialOption, error) {
-	if serverTLS == nil {
+// this broker serves TLS, presenting its own certificate as it is now
+// (reloaded on SIGHUP) to brokers that want client certificates; else
+// plaintext.
+func (f *fleetConfig) dialOptions(sec *security) ([]grpc.DialOption, error) {
+	if sec.tls == nil {
 		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.serverName}
@@ -116,11 +120,8 @@ func (f *fleetConfig) dialOptions(serverTLS *tls.Config) ([]grpc.DialOption, err
 			return nil, fmt.Errorf("--fleet-ca %s: no PEM certificate in it", f.ca)
 		}
 	}
-	if serverTLS.GetCertificate != nil {
-		get := serverTLS.GetCertificate
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get(nil) }
-	} else {
-		cfg.Certificates = serverTLS.Certificates
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return &sec.current.Load().Certificates[0], nil
 	}
 	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, nil
 }
@@ -143,7 +144,7 @@ func (f *fleetConfig) join(leases func() *lease.Manager, addr string, log *zap.L
 				return fleet.Load{}
 			}
 			st := m.Stats()
-			return fleet.Load{Capacity: st.Capacity, Active: st.Active, Waiting: st.Waiting, Free: st.Free(), Draining: st.Draining}
+			return fleet.Load{Capacity: st.Capacity, Active: st.Active, Waiting: st.Waiting, Free: m.Free(), Draining: st.Draining}
 		},
 		Sessions: func() []string {
 			m := leases()

@@ -352,8 +352,9 @@ func readmeFleetRecipe(t *testing.T, addr string) {
 	}
 }
 
-// A fleet with bearer tokens and TLS: brokers call each other over TLS
-// (verified with --fleet-ca) carrying the caller's token, so a lease
+// A fleet with bearer tokens and mutual TLS: brokers call each other over
+// TLS (verified with --fleet-ca, presenting their own certificate to the
+// other's --client-ca) carrying the caller's token, so a lease
 // forwarded to another broker belongs to the caller there, and another
 // principal cannot reach it through any broker.
 func TestFleetTLSAndTokens(t *testing.T) {
@@ -366,10 +367,10 @@ func TestFleetTLSAndTokens(t *testing.T) {
 	var bs []*brokerProc
 	for i := 1; i <= 2; i++ {
 		bs = append(bs, startBroker(t, "--max-leases", "1", "--redis", r.URL(), "--broker-id", fmt.Sprintf("b%d", i),
-			"--fleet-ttl", "1500ms", "--auth-tokens", tokens, "--tls-cert", cert, "--tls-key", key, "--fleet-ca", p.caFile))
+			"--fleet-ttl", "1500ms", "--auth-tokens", tokens, "--tls-cert", cert, "--tls-key", key, "--fleet-ca", p.caFile, "--client-ca", p.caFile))
 	}
-	ca := p.tlsConn(t, bs[0].addr, "", alice)
-	admin := brokerv1.NewAdminServiceClient(p.tlsConn(t, bs[0].addr, "", ops))
+	ca := p.tlsConn(t, bs[0].addr, "alice-cert", alice)
+	admin := brokerv1.NewAdminServiceClient(p.tlsConn(t, bs[0].addr, "ops-cert", ops))
 	// Each broker registers with its capacity by the time it listens.
 	if s, err := fleetStats(t, admin); err != nil || memberIDs(s) != "b1,b2" || s.GetMembers()[1].GetFree() != 1 {
 		t.Fatalf("GetStats(FLEET) once both listen = %v, %v; want b1 and b2, b2 with a free lease", s.GetMembers(), err)
@@ -394,7 +395,7 @@ func TestFleetTLSAndTokens(t *testing.T) {
 		t.Errorf("alice's Evaluate on %s through b1 = %s, want 2", second.id, got)
 	}
 	for i, b := range bs {
-		pb := brokerv1.NewPageServiceClient(p.tlsConn(t, b.addr, "", bob))
+		pb := brokerv1.NewPageServiceClient(p.tlsConn(t, b.addr, "bob-cert", bob))
 		if _, err := pb.Evaluate(callCtx(t, 10*time.Second), &brokerv1.EvaluateRequest{LeaseId: second.id, Expression: "1"}); status.Code(err) != codes.NotFound {
 			t.Errorf("bob's Evaluate on alice's %s through b%d = %v, want NOT_FOUND", second.id, i+1, err)
 		}

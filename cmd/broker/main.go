@@ -161,7 +161,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if err := c.security.check(); err != nil {
 		return c, err
 	}
-	if err := c.fleet.check(c.addr); err != nil {
+	if err := c.fleet.check(c.security.tlsCert != ""); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -296,7 +296,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if fleetAddr, err = c.fleet.advertised(lis.Addr(), c.addr); err != nil {
 			return err
 		}
-		if fleetDial, err = c.fleet.dialOptions(sec.tls); err != nil {
+		if fleetDial, err = c.fleet.dialOptions(sec); err != nil {
 			return err
 		}
 		c.lease.IDPrefix = fleet.LeaseIDPrefix(c.fleet.id)
@@ -404,16 +404,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// revoked{SHUTDOWN} and their streams end), then stop the server, then
 	// the browsers.
 	health.Shutdown()
-	if fl != nil {
-		// Leave the fleet first, so no broker forwards work here any more.
-		if ferr := fl.Close(); ferr != nil {
-			log.Warn("leaving the fleet", zap.Error(ferr))
-		}
-	}
 	grace, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	if cerr := leases.Close(grace); cerr != nil {
 		log.Warn("leases did not all end in time", zap.Error(cerr))
+	}
+	if fl != nil {
+		// Leave the fleet once the leases have ended and sticky sessions
+		// are saved: until then the heartbeat keeps their ownership here
+		// (forwarded acquires meanwhile are refused, and served where they
+		// came in).
+		if ferr := fl.Close(); ferr != nil {
+			log.Warn("leaving the fleet", zap.Error(ferr))
+		}
 	}
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()

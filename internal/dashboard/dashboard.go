@@ -51,8 +51,8 @@ type Config struct {
 	// Browsers is the browser pool; nil: no browsers shown, and no
 	// thumbnails unless Thumbnail is set.
 	Browsers Browsers
-	// Drainer drains the broker; nil: Leases.Drain alone (health checks
-	// are not told).
+	// Drainer drains the broker, as AdminService.Drain does (health checks
+	// told). Required.
 	Drainer Drainer
 	// Auth, when set, requires the admin role: a bearer token in an
 	// `Authorization: Bearer TOKEN` header or in the cookie the login form
@@ -91,6 +91,9 @@ type Handler struct {
 
 // New returns the dashboard and starts its reclaim sampler.
 func New(cfg Config) *Handler {
+	if cfg.Leases == nil || cfg.Drainer == nil {
+		panic("dashboard: Config.Leases and Config.Drainer are required")
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -102,11 +102,7 @@ func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
 // Undrain do.
 func (h *Handler) drain(on bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if h.cfg.Drainer != nil {
-			h.cfg.Drainer.SetDraining(on)
-		} else {
-			h.leases.Drain(on)
-		}
+		h.cfg.Drainer.SetDraining(on)
 		p, _ := h.viewer(r)
 		h.log.Info("drain set from the dashboard", zap.Bool("on", on), zap.String("principal", p.Name))
 		writeJSON(w, http.StatusOK, map[string]bool{"draining": on})

@@ -149,9 +149,6 @@ func New(cfg Config) (*Fleet, error) {
 // ID is this broker's id.
 func (f *Fleet) ID() string { return f.cfg.ID }
 
-// Address is this broker's advertised address.
-func (f *Fleet) Address() string { return f.cfg.Address }
-
 func (f *Fleet) memberKey(id string) string { return f.cfg.Prefix + "member:" + id }
 
 func (f *Fleet) loop() {
@@ -165,22 +162,36 @@ func (f *Fleet) loop() {
 		case <-t.C:
 			f.heartbeat()
 		case <-f.kick:
-			f.heartbeat()
+			f.register() // the load only: sessions are renewed on the tick
 		}
 	}
 }
 
-// heartbeat writes this broker's registration with its TTL, and logs each
-// change between reaching Redis and not, once.
+// heartbeat renews this broker's registration and its sticky sessions'
+// ownership.
 func (f *Fleet) heartbeat() {
+	if err := f.register(); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
+		f.noteRedis(f.renewSessions(ctx))
+		cancel()
+	}
+}
+
+// register writes this broker's registration, with its load now and its
+// TTL.
+func (f *Fleet) register() error {
 	m := Member{ID: f.cfg.ID, Address: f.cfg.Address, Load: f.cfg.Load(), At: time.Now()}
 	b, _ := json.Marshal(m)
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
+	defer cancel()
 	err := f.rdb.Set(ctx, f.memberKey(f.cfg.ID), b, f.cfg.TTL).Err()
-	if err == nil {
-		err = f.renewSessions(ctx)
-	}
-	cancel()
+	f.noteRedis(err)
+	return err
+}
+
+// noteRedis records whether Redis answered, and logs each change between
+// reaching it and not, once.
+func (f *Fleet) noteRedis(err error) {
 	f.mu.Lock()
 	changed := !f.reported || f.healthy != (err == nil)
 	f.healthy, f.lastErr, f.reported = err == nil, err, true

@@ -462,9 +462,29 @@ func (m *Manager) refuseLocked() error {
 	return nil
 }
 
+// roomLocked is how many new sessions may be opened now: the capacity
+// left after the leases held or opening and the sticky sessions kept
+// warm; none while memory is low.
+func (m *Manager) roomLocked() int {
+	if m.memLow {
+		return 0
+	}
+	return max(0, m.cfg.Capacity-m.active-m.opening-m.warm)
+}
+
 // freeLocked says whether a new session may be opened now.
-func (m *Manager) freeLocked() bool {
-	return m.active+m.opening+m.warm < m.cfg.Capacity && !m.memLow
+func (m *Manager) freeLocked() bool { return m.roomLocked() > 0 }
+
+// Free is how many acquires the manager could grant now without queueing:
+// the room left after the acquires already waiting; none while it drains
+// or is closed. It is cheap (a fleet asks it on acquires).
+func (m *Manager) Free() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || m.draining {
+		return 0
+	}
+	return max(0, m.roomLocked()-len(m.queue))
 }
 
 // reserve takes a unit of capacity for the caller, waiting FIFO in the
@@ -801,23 +821,16 @@ func (m *Manager) Renew(id string) (time.Time, error) {
 // counts as activity when it arrives and when it ends. Do checks no
 // ownership: the server uses DoCommand.
 func (m *Manager) Do(ctx context.Context, id string, fn func(ctx context.Context, s Session) error) error {
-	return m.DoAs(ctx, anyPrincipal, id, fn)
+	return m.DoCommand(ctx, anyPrincipal, id, "", fn)
 }
 
-// DoAs is Do for a principal: only the principal that acquired the lease
-// may use it; for any other the lease is not found.
-func (m *Manager) DoAs(ctx context.Context, principal, id string, fn func(ctx context.Context, s Session) error) error {
-	return m.DoCommand(ctx, principal, id, "", fn)
-}
-
-// DoCommand is DoAs for a named command: the name (such as "Navigate") is
-// kept as the lease's last command (Info.LastCommand); empty: not named.
+// DoCommand is Do for a principal and a named command: only the principal
+// that acquired the lease may use it (for any other the lease is not
+// found), and the name (such as "Navigate") is kept as the lease's last
+// command (Info.LastCommand); empty: not named.
 func (m *Manager) DoCommand(ctx context.Context, principal, id, command string, fn func(ctx context.Context, s Session) error) error {
 	m.mu.Lock()
-	l, err := m.lookupAsLocked(principal, id)
-	if err == nil && l.state != StateActive {
-		err = l.reclaimedErrLocked(false)
-	}
+	l, err := m.activeLocked(principal, id)
 	if err != nil {
 		m.mu.Unlock()
 		return err
@@ -847,15 +860,22 @@ func (m *Manager) DoCommand(ctx context.Context, principal, id, command string, 
 // while it runs. fn must not change the session. Any principal's lease.
 func (m *Manager) Inspect(ctx context.Context, id string, fn func(ctx context.Context, s Session) error) error {
 	m.mu.Lock()
-	l, err := m.lookupLocked(id)
-	if err == nil && l.state != StateActive {
-		err = l.reclaimedErrLocked(false)
-	}
+	l, err := m.activeLocked(anyPrincipal, id)
 	m.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	return l.inTurn(ctx, fn)
+}
+
+// activeLocked looks the principal's lease up for a command: an error if
+// it is unknown, or if its reclaim has begun.
+func (m *Manager) activeLocked(principal, id string) (*Lease, error) {
+	l, err := m.lookupAsLocked(principal, id)
+	if err == nil && l.state != StateActive {
+		err = l.reclaimedErrLocked(false)
+	}
+	return l, err
 }
 
 // inTurn waits for the lease's turn, then runs fn with a context that ends

@@ -715,21 +715,21 @@ func TestPrincipalsOwnTheirLeasesAndHaveLimits(t *testing.T) {
 		mustAcquire(t, m, AcquireRequest{Principal: "bob"})
 		mustAcquire(t, m, AcquireRequest{Principal: "bob"})
 		noop := func(context.Context, Session) error { return nil }
-		if err := m.DoAs(context.Background(), "bob", a.ID(), noop); !errors.Is(err, ErrNotFound) {
+		if err := m.DoCommand(context.Background(), "bob", a.ID(), "", noop); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("bob using alice's lease = %v, want ErrNotFound", err)
 		}
-		if err := m.DoAs(context.Background(), "alice", a.ID(), noop); err != nil {
+		if err := m.DoCommand(context.Background(), "alice", a.ID(), "", noop); err != nil {
 			t.Fatalf("alice using her lease = %v", err)
 		}
 		if got := m.List(Filter{Principal: "bob"}); len(got) != 2 || got[0].Principal != "bob" {
 			t.Fatalf("List(principal bob) = %+v, want bob's two", got)
 		}
 		a.Reclaim(Released, "")
-		if err := m.DoAs(context.Background(), "bob", a.ID(), noop); !errors.Is(err, ErrNotFound) {
+		if err := m.DoCommand(context.Background(), "bob", a.ID(), "", noop); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("bob using alice's reclaimed lease = %v, want ErrNotFound, not its reason", err)
 		}
 		var re *ReclaimedError
-		if err := m.DoAs(context.Background(), "alice", a.ID(), noop); !errors.As(err, &re) {
+		if err := m.DoCommand(context.Background(), "alice", a.ID(), "", noop); !errors.As(err, &re) {
 			t.Fatalf("alice using her reclaimed lease = %v, want its reason", err)
 		}
 		// The limit counts live leases: after the release alice may again.

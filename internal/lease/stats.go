@@ -172,14 +172,3 @@ func (m *Manager) invariantLocked() (live int, err error) {
 	}
 	return live, nil
 }
-
-// Free is how many acquires the manager could grant now without queueing:
-// none while it drains or memory is low, else the capacity left after the
-// leases held or opening, the sticky sessions kept warm and the acquires
-// already waiting.
-func (st Stats) Free() int {
-	if st.Draining || st.MemoryLow {
-		return 0
-	}
-	return max(0, st.Capacity-st.Active-st.Opening-st.SessionsWarm-st.Waiting)
-}

@@ -189,8 +189,7 @@ func (a *Auth) authorize(ctx context.Context, fullMethod string) (context.Contex
 // authenticate finds the caller's principal and says how (token or
 // certificate); the error is for the log only.
 func (a *Auth) authenticate(ctx context.Context) (Principal, string, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if vals := md.Get("authorization"); len(vals) > 0 {
+	if vals := metadata.ValueFromIncomingContext(ctx, "authorization"); len(vals) > 0 {
 		if len(vals) > 1 {
 			return Principal{}, "", fmt.Errorf("%d authorization values", len(vals))
 		}

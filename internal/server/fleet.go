@@ -77,8 +77,7 @@ func (p *peers) close() {
 func (s *Server) Close() { s.peers.close() }
 
 func forwarded(ctx context.Context) bool {
-	md, _ := metadata.FromIncomingContext(ctx)
-	return len(md.Get(forwardedBy)) > 0
+	return len(metadata.ValueFromIncomingContext(ctx, forwardedBy)) > 0
 }
 
 // errCertNotForwarded: a principal known by its client certificate alone
@@ -90,11 +89,7 @@ var errCertNotForwarded = status.Error(codes.FailedPrecondition,
 // forwardable says whether the caller's credentials can go with a call to
 // another broker: none are needed, or they are a bearer token.
 func (s *Server) forwardable(ctx context.Context) bool {
-	if s.cfg.Auth == nil {
-		return true
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	return len(md.Get("authorization")) > 0
+	return s.cfg.Auth == nil || len(metadata.ValueFromIncomingContext(ctx, "authorization")) > 0
 }
 
 // outgoing carries the caller's credentials to another broker, which
@@ -102,10 +97,8 @@ func (s *Server) forwardable(ctx context.Context) bool {
 // that shares the tokens file.
 func (s *Server) outgoing(ctx context.Context) context.Context {
 	md := metadata.Pairs(forwardedBy, s.cfg.Fleet.ID())
-	if in, ok := metadata.FromIncomingContext(ctx); ok {
-		if a := in.Get("authorization"); len(a) > 0 {
-			md.Set("authorization", a...)
-		}
+	if a := metadata.ValueFromIncomingContext(ctx, "authorization"); len(a) > 0 {
+		md.Set("authorization", a...)
 	}
 	return metadata.NewOutgoingContext(ctx, md)
 }
@@ -140,7 +133,7 @@ type leaseIDRequest interface{ GetLeaseId() string }
 // broker's leases, calls already forwarded, and calls without a fleet run
 // here.
 func (s *Server) routeByLease(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if s.cfg.Fleet == nil || forwarded(ctx) {
+	if s.cfg.Fleet == nil {
 		return handler(ctx, req)
 	}
 	var owner, what string
@@ -148,6 +141,9 @@ func (s *Server) routeByLease(ctx context.Context, req any, info *grpc.UnaryServ
 	case leaseIDRequest:
 		owner, what = fleet.OwnerOf(r.GetLeaseId()), "lease "+r.GetLeaseId()
 	case *brokerv1.DeleteSessionRequest:
+		if forwarded(ctx) {
+			break
+		}
 		// The session's context may be open on its owner: delete it there
 		// (the saved state in Redis goes either way).
 		o, err := s.cfg.Fleet.SessionOwner(ctx, r.GetSessionKey())
@@ -156,7 +152,7 @@ func (s *Server) routeByLease(ctx context.Context, req any, info *grpc.UnaryServ
 		}
 		owner, what = o, "session "+r.GetSessionKey()
 	}
-	if owner == "" || owner == s.cfg.Fleet.ID() {
+	if owner == "" || owner == s.cfg.Fleet.ID() || forwarded(ctx) {
 		return handler(ctx, req)
 	}
 	if !s.forwardable(ctx) {
@@ -239,7 +235,7 @@ func (s *Server) fleetAcquire(stream brokerv1.LeaseService_LeaseServer, first *b
 		}
 		return true, err
 	}
-	if forwarded(ctx) || !s.forwardable(ctx) || s.leases.Stats().Free() > 0 {
+	if s.leases.Free() > 0 || forwarded(ctx) || !s.forwardable(ctx) {
 		return false, nil
 	}
 	m, ok, err := s.cfg.Fleet.PickFree(ctx)
@@ -321,8 +317,15 @@ func (s *Server) proxyLease(stream brokerv1.LeaseService_LeaseServer, first *bro
 func (s *Server) fleetListLeases(ctx context.Context, req *brokerv1.ListLeasesRequest) (*brokerv1.ListLeasesResponse, error) {
 	local := proto.Clone(req).(*brokerv1.ListLeasesRequest)
 	local.Scope = brokerv1.Scope_SCOPE_BROKER
+	if !s.forwardable(ctx) {
+		return nil, errCertNotForwarded
+	}
+	ms, err := s.cfg.Fleet.Members(ctx)
+	if err != nil {
+		return nil, fleetErr(err, "ListLeases of the fleet")
+	}
 	out := &brokerv1.ListLeasesResponse{}
-	err := s.eachMember(ctx, "ListLeases", func(ctx context.Context, c brokerv1.AdminServiceClient) error {
+	err = s.eachMemberOf(ctx, ms, "ListLeases", func(ctx context.Context, c brokerv1.AdminServiceClient) error {
 		r, err := c.ListLeases(ctx, local)
 		if err == nil {
 			out.Leases = append(out.Leases, r.GetLeases()...)
@@ -368,17 +371,6 @@ func (s *Server) fleetStats(ctx context.Context) (*brokerv1.GetStatsResponse, er
 	return sum, nil
 }
 
-func (s *Server) eachMember(ctx context.Context, what string, remote func(context.Context, brokerv1.AdminServiceClient) error, self func()) error {
-	if !s.forwardable(ctx) {
-		return errCertNotForwarded
-	}
-	ms, err := s.cfg.Fleet.Members(ctx)
-	if err != nil {
-		return fleetErr(err, what+" of the fleet")
-	}
-	return s.eachMemberOf(ctx, ms, what, remote, self)
-}
-
 // eachMemberOf runs self for this broker and remote for each other one,
 // one after another. A broker that cannot be reached fails the call: a
 // partial answer would look whole.
@@ -393,7 +385,7 @@ func (s *Server) eachMemberOf(ctx context.Context, ms []fleet.Member, what strin
 			err = remote(s.outgoing(ctx), brokerv1.NewAdminServiceClient(conn))
 		}
 		if err != nil {
-			return status.Errorf(codes.Unavailable, "%s of the fleet: broker %s: %s", what, m.ID, status.Convert(peerErr(m, err)).Message())
+			return status.Errorf(codes.Unavailable, "%s of the fleet: broker %s: %s", what, m.ID, status.Convert(err).Message())
 		}
 	}
 	return nil
