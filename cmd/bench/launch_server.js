@@ -6,13 +6,25 @@ const [pkg, executablePath, argsJSON] = process.argv.slice(2);
 const { chromium } = require(pkg);
 
 (async () => {
-  const server = await chromium.launchServer({
-    executablePath,
-    headless: true,
-    args: JSON.parse(argsJSON),
-    host: '127.0.0.1',
-    port: 0,
-  });
+  // A Chromium that exits while it starts (seen on loaded CI machines) is
+  // launched again, as the broker does; a broken setup fails 3 times.
+  let server;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      server = await chromium.launchServer({
+        executablePath,
+        headless: true,
+        args: JSON.parse(argsJSON),
+        host: '127.0.0.1',
+        port: 0,
+      });
+      break;
+    } catch (err) {
+      if (attempt === 3) throw err;
+      console.error(`launchServer attempt ${attempt} failed: ${err.message}`);
+      await new Promise((r) => setTimeout(r, 250 * attempt));
+    }
+  }
   process.stdout.write(JSON.stringify({ wsEndpoint: server.wsEndpoint() }) + '\n');
   let closing = false;
   const close = async () => {

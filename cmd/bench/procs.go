@@ -286,11 +286,21 @@ func startInProcess(driverDir, chromium string) (*inProcess, error) {
 	if r.err != nil {
 		return nil, fmt.Errorf("start playwright driver in %s: %w", driverDir, r.err)
 	}
-	b, err := r.pw.Chromium.Launch(playwright.BrowserTypeLaunchOptions{
-		ExecutablePath: playwright.String(chromium),
-		Headless:       playwright.Bool(true),
-		Args:           chromiumArgs,
-	})
+	// Retried as the broker does (internal/browser launchLocal): a
+	// Chromium that exits while it starts is no fault of the alternative.
+	var b playwright.Browser
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		b, err = r.pw.Chromium.Launch(playwright.BrowserTypeLaunchOptions{
+			ExecutablePath: playwright.String(chromium),
+			Headless:       playwright.Bool(true),
+			Args:           chromiumArgs,
+		})
+		if err == nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * 250 * time.Millisecond)
+	}
 	if err != nil {
 		_ = r.pw.Stop()
 		return nil, fmt.Errorf("launch chromium %s: %w", chromium, err)

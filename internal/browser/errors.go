@@ -82,6 +82,27 @@ func shortMessage(err error) string {
 	return msg
 }
 
+// maxLogMessage bounds fullMessage: a launch error carries the browser's
+// log, which Chromium can fill with pages of warnings.
+const maxLogMessage = 8 << 10
+
+// fullMessage is err's whole text, its Playwright message with the
+// browser log and call log that shortMessage cuts, bounded for a log line.
+func fullMessage(err error) string {
+	msg := err.Error()
+	if pe := (*playwright.Error)(nil); errors.As(err, &pe) && !strings.Contains(msg, pe.Message) {
+		msg += ": " + pe.Message
+	}
+	if len(msg) > maxLogMessage {
+		cut := maxLogMessage
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	return msg
+}
+
 // scriptMessage is the message of a page script's error, all its lines
 // but without its stack: the frames name the scripts of the pages a lease
 // visits and the broker's own evaluation wrapper, not the caller's code.

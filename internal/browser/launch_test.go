@@ -1,12 +1,21 @@
 package browser
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // A context with a loaded page costs one renderer process, not two: the
@@ -78,5 +87,62 @@ func TestDisabledFeaturesKeepPlaywrights(t *testing.T) {
 	}
 	if len(driver) != len(playwrightDisabledFeatures) {
 		t.Errorf("the driver disables %d features, playwrightDisabledFeatures lists %d", len(driver), len(playwrightDisabledFeatures))
+	}
+}
+
+// A Chromium that exits while it starts (seen once in CI on a loaded
+// machine) is launched again: the pool still starts, and the failure is
+// logged with the browser's own output. A setup that never launches still
+// fails, after launchAttempts tries.
+func TestLaunchRetriesAChromiumThatExitsAtStart(t *testing.T) {
+	requireBrowser(t)
+	dir := t.TempDir()
+	mark := filepath.Join(dir, "failed-once")
+	wrapper := filepath.Join(dir, "chromium")
+	script := "#!/bin/sh\n" +
+		"if [ ! -e '" + mark + "' ]; then touch '" + mark + "'; echo 'simulated start-up crash' >&2; exit 1; fi\n" +
+		"exec '" + testChromium + "' \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	p := newPool(t, func(c *Config) {
+		c.ExecutablePath = wrapper
+		c.Logger = zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
+	})
+	if s := p.Stats(); s.Launches != 1 || s.Browsers != 1 {
+		t.Errorf("after one failed start and a retry: Launches %d, Browsers %d; want 1 and 1", s.Launches, s.Browsers)
+	}
+	failed := logs.FilterMessage("browser launch failed").All()
+	if len(failed) != 1 {
+		t.Fatalf("logged %d launch failures, want 1", len(failed))
+	}
+	if msg := failed[0].ContextMap()["error"]; !strings.Contains(fmt.Sprint(msg), "simulated start-up crash") {
+		t.Errorf("launch failure logged as %q: want the browser's own output in it", msg)
+	}
+	if n := logs.FilterMessage("retrying the browser launch").Len(); n != 1 {
+		t.Errorf("logged %d retries, want 1", n)
+	}
+	c := openContext(t, p, ContextOptions{})
+	navigate(t, c, site.URL("/"))
+	closeContext(t, c)
+
+	// Never launches: NewPool fails after every attempt.
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho 'always broken' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	core2, logs2 := observer.New(zap.WarnLevel)
+	cfg := testConfig(zap.New(core2))
+	cfg.ExecutablePath = wrapper
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if bad, err := NewPool(ctx, cfg); err == nil {
+		_ = bad.Close(ctx)
+		t.Fatal("NewPool with a Chromium that always exits = a pool, want an error")
+	} else if !errors.Is(err, ErrLaunch) {
+		t.Errorf("NewPool with a Chromium that always exits = %v, want ErrLaunch", err)
+	}
+	if n := logs2.FilterMessage("browser launch failed").Len(); n != launchAttempts {
+		t.Errorf("logged %d launch failures, want %d (launchAttempts)", n, launchAttempts)
 	}
 }

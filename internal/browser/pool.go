@@ -566,7 +566,7 @@ func (p *Pool) launch(ctx context.Context, first bool) error {
 		if src.remote() {
 			done <- p.connect(src)
 		} else {
-			done <- p.launchBrowser()
+			done <- p.launchLocal()
 		}
 	})
 	select {
@@ -613,6 +613,41 @@ var playwrightDisabledFeatures = []string{
 // programs (the benchmark) that launch Chromium beside it the same way.
 func ChromiumArgs() []string { return slices.Clone(chromiumArgs) }
 
+// launchAttempts is how many times launchLocal tries, launchBackoff the
+// pause before the second try (doubled for each one after). A Chromium that
+// exits while it starts, seen once in hundreds of CI runs on a loaded
+// machine, must not fail a broker's start or a lease's acquire; a broken
+// setup (no executable, bad flags) fails every attempt, and so costs
+// a second more to report.
+const (
+	launchAttempts = 3
+	launchBackoff  = 250 * time.Millisecond
+)
+
+// launchLocal runs launchBrowser until it succeeds, launchAttempts times,
+// or the pool closes. launchBrowser logs each failure whole, with the
+// browser's own output that Playwright appends to the error.
+func (p *Pool) launchLocal() error {
+	backoff := launchBackoff
+	for attempt := 1; ; attempt++ {
+		err := p.launchBrowser()
+		if err == nil || errors.Is(err, ErrClosed) {
+			return err
+		}
+		if attempt == launchAttempts {
+			return err
+		}
+		p.log.Warn("retrying the browser launch", zap.Int("attempt", attempt+1), zap.Int("of", launchAttempts),
+			zap.Duration("after", backoff), zap.Error(err))
+		select {
+		case <-time.After(backoff):
+		case <-p.closing:
+			return err
+		}
+		backoff *= 2
+	}
+}
+
 // launchBrowser starts the driver if none runs, then launches a browser
 // and adds it to the pool. The caller holds launchSem, so the browser is
 // the one new child of the driver.
@@ -650,6 +685,7 @@ func (p *Pool) launchBrowser() error {
 	start := time.Now()
 	b, err := p.browserType(inst).Launch(opts)
 	if err != nil {
+		p.log.Warn("browser launch failed", zap.String("browser", what), zap.String("error", fullMessage(err)))
 		if isConnectionError(err) {
 			p.driverDied(inst, "launch failed: "+shortMessage(err))
 			return fmt.Errorf("%w: %w: %s", ErrLaunch, ErrDriverCrashed, shortMessage(err))
