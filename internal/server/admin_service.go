@@ -140,6 +140,11 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 				Browsers: int32(src.Browsers), Contexts: int32(src.Contexts), Disconnects: src.Disconnects, LastError: src.LastError})
 		}
 		out.BlockedRequests = bs.Blocked
+		out.BrowserLaunches = bs.Launches
+		out.BrowserCrashes, out.PageCrashes, out.DriverCrashes = bs.BrowserCrashes, bs.PageCrashes, bs.DriverCrashes
+		out.DriverRestarts = bs.DriverRestarts
+		out.WarmHeld, out.WarmRefillYielding, out.WarmRefillsForced = bs.WarmHeld, bs.WarmRefillYielding, bs.WarmRefillsForced
+		out.PolicyDeniedRequests = bs.PolicyDenied
 	}
 	return out, nil
 }

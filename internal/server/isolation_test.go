@@ -174,6 +174,9 @@ func TestNavigationPolicyPermissionDenied(t *testing.T) {
 	if b.pool.Stats().PolicyDenied == 0 {
 		t.Errorf("Stats.PolicyDenied = 0 after refusals")
 	}
+	if gs, err := b.admin.GetStats(ctx, &brokerv1.GetStatsRequest{}); err != nil || gs.PolicyDeniedRequests != b.pool.Stats().PolicyDenied {
+		t.Errorf("GetStats.policy_denied_requests = %d (%v), want the pool's %d", gs.GetPolicyDeniedRequests(), err, b.pool.Stats().PolicyDenied)
+	}
 
 	// A per-lease proxy would bypass the policy.
 	_, err := b.tryAcquire(t, &brokerv1.Acquire{Context: &brokerv1.ContextOptions{Proxy: &brokerv1.Proxy{Server: "http://203.0.113.7:3128"}}})

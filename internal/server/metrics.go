@@ -50,6 +50,12 @@ var (
 	descSessions   = prometheus.NewDesc("broker_sticky_sessions", "Sticky sessions, by state: held by a lease, or warm between leases.", []string{"state"}, nil)
 	descMemoryLow  = prometheus.NewDesc("broker_memory_low", "1 while new leases wait because available memory is under --min-free-memory.", nil, nil)
 	descSourceUp   = prometheus.NewDesc("broker_browser_source_connected", "1 while a browser source is connected.", []string{"source"}, nil)
+	descRetiring   = prometheus.NewDesc("broker_browsers_retiring", "Retired browsers still serving their last leases.", nil, nil)
+	descRestarts   = prometheus.NewDesc("broker_driver_restarts_total", "Playwright drivers started after the first.", nil, nil)
+	descWarmHeld   = prometheus.NewDesc("broker_warm_refill_held", "1 while the warm pool is short and not refilled because memory is low.", nil, nil)
+	descWarmYield  = prometheus.NewDesc("broker_warm_refill_yielding", "1 while the warm pool's refill waits for live work to pause.", nil, nil)
+	descWarmForced = prometheus.NewDesc("broker_warm_refills_forced_total", "Warm refills that stopped waiting for live work and went ahead beside it.", nil, nil)
+	descDenied     = prometheus.NewDesc("broker_policy_denied_requests_total", "Requests refused by --deny-private-networks.", nil, nil)
 )
 
 // NewMetrics returns the broker's metrics, with the Go runtime and process
@@ -97,7 +103,8 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCapacity, descActive, descClosing, descOpening, descWaiting,
 		descOldestWait, descGranted, descReclaimed, descDuplicates, descFailures, descInvariant,
 		descViolations, descOrphans, descBrowsers, descContexts, descCrashes, descLaunches, descRetired, descWarm, descWarmUse, descBlocked,
-		descSessions, descMemoryLow, descSourceUp} {
+		descSessions, descMemoryLow, descSourceUp, descRetiring, descRestarts, descWarmHeld, descWarmYield,
+		descWarmForced, descDenied} {
 		ch <- d
 	}
 }
@@ -133,11 +140,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(descContexts, float64(st.BackendLive))
 	gauge(descSessions, float64(st.SessionsHeld), "held")
 	gauge(descSessions, float64(st.SessionsWarm), "warm")
-	low := 0.0
-	if st.MemoryLow {
-		low = 1
-	}
-	gauge(descMemoryLow, low)
+	gauge(descMemoryLow, one(st.MemoryLow))
 	if m.browsers != nil {
 		bs := m.browsers.Stats()
 		gauge(descBrowsers, float64(bs.Browsers))
@@ -151,11 +154,21 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descWarmUse, bs.WarmMisses, "miss")
 		counter(descBlocked, bs.Blocked)
 		for _, src := range bs.Sources {
-			up := 0.0
-			if src.Connected {
-				up = 1
-			}
-			gauge(descSourceUp, up, src.Name)
+			gauge(descSourceUp, one(src.Connected), src.Name)
 		}
+		gauge(descRetiring, float64(bs.Retiring))
+		counter(descRestarts, bs.DriverRestarts)
+		gauge(descWarmHeld, one(bs.WarmHeld))
+		gauge(descWarmYield, one(bs.WarmRefillYielding))
+		counter(descWarmForced, bs.WarmRefillsForced)
+		counter(descDenied, bs.PolicyDenied)
 	}
+}
+
+// one is a flag as a gauge's value.
+func one(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"syscall"
@@ -477,6 +478,29 @@ func TestBrowserCrashRevokesItsLeases(t *testing.T) {
 	}
 	if st := b.leases.Stats(); st.InvariantErr != nil || st.Reclaimed[lease.BrowserCrashed] != 1 {
 		t.Fatalf("stats %+v: want one BROWSER_CRASHED reclaim and the invariant", st)
+	}
+	// Operators see the crash and the relaunch, in GetStats and metrics.
+	gs, err := b.admin.GetStats(context.Background(), &brokerv1.GetStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gs.BrowserCrashes != 1 || gs.BrowserLaunches < 2 || gs.PageCrashes != 0 || gs.DriverCrashes != 0 {
+		t.Errorf("GetStats after one browser crash: browser_crashes %d, browser_launches %d, page_crashes %d, driver_crashes %d; want 1, >= 2, 0, 0",
+			gs.BrowserCrashes, gs.BrowserLaunches, gs.PageCrashes, gs.DriverCrashes)
+	}
+	srv := httptest.NewServer(b.metrics.Handler())
+	defer srv.Close()
+	if got := scrape(t, srv.URL, `broker_browser_crashes_total{what="browser"}`); got != 1 {
+		t.Errorf(`broker_browser_crashes_total{what="browser"} = %v, want 1`, got)
+	}
+	if got := scrape(t, srv.URL, "broker_browser_launches_total"); got != float64(gs.BrowserLaunches) {
+		t.Errorf("broker_browser_launches_total = %v, want GetStats' %d", got, gs.BrowserLaunches)
+	}
+	for _, series := range []string{"broker_driver_restarts_total", "broker_warm_refill_held", "broker_warm_refill_yielding",
+		"broker_warm_refills_forced_total", "broker_policy_denied_requests_total", "broker_browsers_retiring"} {
+		if got := scrape(t, srv.URL, series); got != 0 {
+			t.Errorf("%s = %v, want 0 (exported, nothing of it happened)", series, got)
+		}
 	}
 }
 

@@ -3515,9 +3515,28 @@ type GetStatsResponse struct {
 	// The answering broker's --broker-id; empty without a fleet.
 	BrokerId string `protobuf:"bytes,29,opt,name=broker_id,json=brokerId,proto3" json:"broker_id,omitempty"`
 	// With scope FLEET: the live brokers, as registered in Redis.
-	Members       []*FleetMember `protobuf:"bytes,30,rep,name=members,proto3" json:"members,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Members []*FleetMember `protobuf:"bytes,30,rep,name=members,proto3" json:"members,omitempty"`
+	// Local browser launches since start (relaunches after a crash or a
+	// retirement included).
+	BrowserLaunches uint64 `protobuf:"varint,31,opt,name=browser_launches,json=browserLaunches,proto3" json:"browser_launches,omitempty"`
+	// Crashes the broker did not cause, since start: browsers (and remote
+	// connections) lost, pages whose renderer died, and Playwright drivers
+	// that died; each revoked the leases on it. driver_restarts counts the
+	// drivers started after the first.
+	BrowserCrashes uint64 `protobuf:"varint,32,opt,name=browser_crashes,json=browserCrashes,proto3" json:"browser_crashes,omitempty"`
+	PageCrashes    uint64 `protobuf:"varint,33,opt,name=page_crashes,json=pageCrashes,proto3" json:"page_crashes,omitempty"`
+	DriverCrashes  uint64 `protobuf:"varint,34,opt,name=driver_crashes,json=driverCrashes,proto3" json:"driver_crashes,omitempty"`
+	DriverRestarts uint64 `protobuf:"varint,35,opt,name=driver_restarts,json=driverRestarts,proto3" json:"driver_restarts,omitempty"`
+	// Warm pool: true while it is short and not refilled because memory is
+	// low (--min-free-memory); true while its refill waits for live work
+	// to pause; and the refills that stopped waiting after 2 s.
+	WarmHeld           bool   `protobuf:"varint,36,opt,name=warm_held,json=warmHeld,proto3" json:"warm_held,omitempty"`
+	WarmRefillYielding bool   `protobuf:"varint,37,opt,name=warm_refill_yielding,json=warmRefillYielding,proto3" json:"warm_refill_yielding,omitempty"`
+	WarmRefillsForced  uint64 `protobuf:"varint,38,opt,name=warm_refills_forced,json=warmRefillsForced,proto3" json:"warm_refills_forced,omitempty"`
+	// Requests refused by --deny-private-networks.
+	PolicyDeniedRequests uint64 `protobuf:"varint,39,opt,name=policy_denied_requests,json=policyDeniedRequests,proto3" json:"policy_denied_requests,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
@@ -3758,6 +3777,69 @@ func (x *GetStatsResponse) GetMembers() []*FleetMember {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *GetStatsResponse) GetBrowserLaunches() uint64 {
+	if x != nil {
+		return x.BrowserLaunches
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetBrowserCrashes() uint64 {
+	if x != nil {
+		return x.BrowserCrashes
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetPageCrashes() uint64 {
+	if x != nil {
+		return x.PageCrashes
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetDriverCrashes() uint64 {
+	if x != nil {
+		return x.DriverCrashes
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetDriverRestarts() uint64 {
+	if x != nil {
+		return x.DriverRestarts
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetWarmHeld() bool {
+	if x != nil {
+		return x.WarmHeld
+	}
+	return false
+}
+
+func (x *GetStatsResponse) GetWarmRefillYielding() bool {
+	if x != nil {
+		return x.WarmRefillYielding
+	}
+	return false
+}
+
+func (x *GetStatsResponse) GetWarmRefillsForced() uint64 {
+	if x != nil {
+		return x.WarmRefillsForced
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetPolicyDeniedRequests() uint64 {
+	if x != nil {
+		return x.PolicyDeniedRequests
+	}
+	return 0
 }
 
 // FleetMember is a live broker of the fleet, as it last registered.
@@ -4438,7 +4520,7 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x05scope\x18\x01 \x01(\x0e2\x17.browserbroker.v1.ScopeR\x05scope\"\\\n" +
 	"\vReasonCount\x127\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1f.browserbroker.v1.ReclaimReasonR\x06reason\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\xc4\t\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\xc0\f\n" +
 	"\x10GetStatsResponse\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\x05R\bcapacity\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x05R\x06active\x12\x18\n" +
@@ -4473,7 +4555,16 @@ const file_browserbroker_v1_broker_proto_rawDesc = "" +
 	"\x11browsers_retiring\x18\x1b \x01(\x05R\x10browsersRetiring\x129\n" +
 	"\asources\x18\x1c \x03(\v2\x1f.browserbroker.v1.BrowserSourceR\asources\x12\x1b\n" +
 	"\tbroker_id\x18\x1d \x01(\tR\bbrokerId\x127\n" +
-	"\amembers\x18\x1e \x03(\v2\x1d.browserbroker.v1.FleetMemberR\amembers\"\x81\x02\n" +
+	"\amembers\x18\x1e \x03(\v2\x1d.browserbroker.v1.FleetMemberR\amembers\x12)\n" +
+	"\x10browser_launches\x18\x1f \x01(\x04R\x0fbrowserLaunches\x12'\n" +
+	"\x0fbrowser_crashes\x18  \x01(\x04R\x0ebrowserCrashes\x12!\n" +
+	"\fpage_crashes\x18! \x01(\x04R\vpageCrashes\x12%\n" +
+	"\x0edriver_crashes\x18\" \x01(\x04R\rdriverCrashes\x12'\n" +
+	"\x0fdriver_restarts\x18# \x01(\x04R\x0edriverRestarts\x12\x1b\n" +
+	"\twarm_held\x18$ \x01(\bR\bwarmHeld\x120\n" +
+	"\x14warm_refill_yielding\x18% \x01(\bR\x12warmRefillYielding\x12.\n" +
+	"\x13warm_refills_forced\x18& \x01(\x04R\x11warmRefillsForced\x124\n" +
+	"\x16policy_denied_requests\x18' \x01(\x04R\x14policyDeniedRequests\"\x81\x02\n" +
 	"\vFleetMember\x12\x1b\n" +
 	"\tbroker_id\x18\x01 \x01(\tR\bbrokerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
