@@ -187,6 +187,11 @@ type callScope int
 const (
 	pageCall callScope = iota
 	contextCall
+	// observeCall is a page call made by an observer (the dashboard's
+	// thumbnails, ScreenshotOptions.Untouched), not by the lease's
+	// holder: it is no live work for the warm refill to yield to, and it
+	// does not end a warm context's first command.
+	observeCall
 )
 
 // errKind selects how a call's Playwright error is classified.
@@ -229,11 +234,13 @@ func (c *Context) do(ctx context.Context, op string, scope callScope, kind errKi
 	}
 	defer func() { <-c.cmd }()
 	// Live work: the warm refill waits until it pauses (warm.go).
-	c.pool.liveBegin()
-	defer func() {
-		c.endFresh()
-		c.pool.liveEnd()
-	}()
+	if scope != observeCall {
+		c.pool.liveBegin()
+		defer func() {
+			c.endFresh()
+			c.pool.liveEnd()
+		}()
+	}
 	if err := c.stateErr(op); err != nil {
 		return err
 	}
@@ -242,7 +249,7 @@ func (c *Context) do(ctx context.Context, op string, scope callScope, kind errKi
 		return ctxError(op, ctx)
 	}
 	var pg playwright.Page
-	if scope == pageCall {
+	if scope != contextCall {
 		var err error
 		if pg, err = c.currentPage(ctx, op); err != nil {
 			return err
@@ -791,8 +798,10 @@ func (c *Context) checkFullPage(pg playwright.Page) error {
 func (c *Context) Screenshot(ctx context.Context, o ScreenshotOptions) ([]byte, error) {
 	const op = "screenshot"
 	opts := playwright.PageScreenshotOptions{FullPage: playwright.Bool(o.FullPage)}
+	scope := pageCall
 	if o.Untouched {
 		opts.Caret = playwright.ScreenshotCaretInitial
+		scope = observeCall
 	}
 	switch o.Format {
 	case "", "png":
@@ -812,7 +821,7 @@ func (c *Context) Screenshot(ctx context.Context, o ScreenshotOptions) ([]byte, 
 		return nil, fmt.Errorf("%s: %w: format %q is not png or jpeg", op, ErrInvalidArgument, o.Format)
 	}
 	var out []byte
-	err := c.do(ctx, op, pageCall, kindPlain, func(pg playwright.Page, timeout float64) error {
+	err := c.do(ctx, op, scope, kindPlain, func(pg playwright.Page, timeout float64) error {
 		if o.FullPage {
 			if err := c.checkFullPage(pg); err != nil {
 				return err

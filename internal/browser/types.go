@@ -155,7 +155,10 @@ type ScreenshotOptions struct {
 	Quality int
 	// Untouched takes the picture without touching the page: by default
 	// Playwright hides the text caret with a style it adds to the page and
-	// removes after, which the page's scripts can see. Default false.
+	// removes after, which the page's scripts can see. It is for
+	// observers (the dashboard's thumbnails): such a screenshot is not
+	// the holder's work, so the warm refill does not wait for it and a
+	// warm context's first command is still to come. Default false.
 	Untouched bool
 }
 

@@ -319,3 +319,29 @@ func TestYieldToLive(t *testing.T) {
 		}
 	})
 }
+
+// A dashboard thumbnail (an Untouched screenshot) is no live work: the
+// warm refill does not wait for it, and the warm context it looks at is
+// still waiting for its holder's first command, which then ends that.
+func TestObserverScreenshotIsNoLiveWork(t *testing.T) {
+	p := newPool(t, func(c *Config) { c.Warm = 1 })
+	waitWarm(t, p, 1)
+	c := openContext(t, p, ContextOptions{})
+	if !c.fresh.Load() || p.live.Load() != 1 {
+		t.Fatalf("a warm context just handed out: fresh %v, live work %d; want true and 1", c.fresh.Load(), p.live.Load())
+	}
+	ctx := timeout(t, 10*time.Second)
+	if _, err := c.Screenshot(ctx, ScreenshotOptions{Format: "jpeg", Quality: 50, Untouched: true}); err != nil {
+		t.Fatalf("Screenshot(Untouched) = %v", err)
+	}
+	if !c.fresh.Load() || p.live.Load() != 1 {
+		t.Errorf("after an observer's screenshot: fresh %v, live work %d; want true and 1 (untouched)", c.fresh.Load(), p.live.Load())
+	}
+	if _, err := c.Screenshot(ctx, ScreenshotOptions{}); err != nil {
+		t.Fatalf("Screenshot() = %v", err)
+	}
+	if c.fresh.Load() || p.live.Load() != 0 {
+		t.Errorf("after the holder's screenshot: fresh %v, live work %d; want false and 0", c.fresh.Load(), p.live.Load())
+	}
+	closeContext(t, c)
+}
