@@ -482,10 +482,12 @@ func (c *Context) classify(op string, kind errKind, pg playwright.Page, err erro
 	}
 	switch kind {
 	case kindSelector:
-		// A bad selector, or an element the command cannot act on (a fill
-		// of a heading, an unknown key): the request's fault.
+		// What Playwright refuses once timeouts, closed targets and
+		// navigations are told apart above is the request's fault: a bad
+		// selector, or an element the command cannot act on (a fill of a
+		// heading, an unknown key).
 		var pe *playwright.Error
-		if isSelectorError(msg) || errors.As(err, &pe) {
+		if errors.As(err, &pe) {
 			return fmt.Errorf("%s: %w: %s", op, ErrInvalidArgument, msg)
 		}
 	case kindNavigate:

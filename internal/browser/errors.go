@@ -144,15 +144,6 @@ func isConnectionError(err error) bool {
 		strings.Contains(msg, "could not send message")
 }
 
-// isSelectorError reports Playwright's complaints about selector syntax.
-func isSelectorError(msg string) bool {
-	return strings.Contains(msg, "while parsing") ||
-		strings.Contains(msg, "Unknown engine") ||
-		strings.Contains(msg, "is not a valid selector") ||
-		strings.Contains(msg, "Unexpected token") ||
-		strings.Contains(msg, "Invalid selector")
-}
-
 // isNavigatedAway tells Playwright's messages for a call whose document
 // went away under it because the page navigated.
 func isNavigatedAway(msg string) bool {
