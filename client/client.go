@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
@@ -31,6 +32,7 @@ type Client struct {
 	leases brokerv1.LeaseServiceClient
 	page   brokerv1.PageServiceClient
 	admin  brokerv1.AdminServiceClient
+	health healthpb.HealthClient
 
 	// closing is cancelled by Close; it ends every lease stream.
 	closing     context.Context
@@ -135,6 +137,7 @@ func New(conn grpc.ClientConnInterface) *Client {
 		leases:      brokerv1.NewLeaseServiceClient(conn),
 		page:        brokerv1.NewPageServiceClient(conn),
 		admin:       brokerv1.NewAdminServiceClient(conn),
+		health:      healthpb.NewHealthClient(conn),
 		closing:     closing,
 		cancelClose: cancel,
 	}

@@ -41,6 +41,14 @@
 // command in flight when the lease ends is cancelled and returns the same
 // error.
 //
+// # Operating a broker
+//
+// With the admin role, a Client also inspects and steers the broker:
+// [Client.Leases], [Client.LeaseInfo], [Client.Revoke], [Client.Stats],
+// and, before a restart, [Client.Drain], [Client.WaitIdle] and
+// [Client.Undrain]. [Client.Health] needs no role: it reads the standard
+// gRPC health service, as readiness and liveness probes do.
+//
 // # Goroutines
 //
 // Each held lease runs two goroutines: one receives from its stream, one

@@ -22,10 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/browserbroker/broker/client"
 )
 
@@ -354,41 +350,6 @@ func (c *cli) dial() (*client.Client, error) {
 	}
 	return cl, nil
 }
-
-// dialConn returns a plain gRPC connection with the credentials of dial,
-// for the services the client package does not wrap (AdminService's Drain
-// and Undrain, the health service). Like dial, it connects lazily.
-func (c *cli) dialConn() (*grpc.ClientConn, error) {
-	creds := insecure.NewCredentials()
-	if c.wantTLS() {
-		cfg, err := c.tlsConfig()
-		if err != nil {
-			return nil, err
-		}
-		creds = credentials.NewTLS(cfg)
-	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-	if c.token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(c.token)))
-	}
-	conn, err := grpc.NewClient(c.addr, opts...)
-	if err != nil {
-		return nil, usageErrorf("--addr %q: %v", c.addr, err)
-	}
-	return conn, nil
-}
-
-// bearerToken sends --token with every call of a dialConn connection, as
-// client.WithToken does for the client package.
-type bearerToken string
-
-func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(t)}, nil
-}
-
-// RequireTransportSecurity is false, as in the client package: a broker on
-// loopback takes tokens in plaintext, one elsewhere refuses them.
-func (bearerToken) RequireTransportSecurity() bool { return false }
 
 // wantTLS says whether any --tls* flag asks for TLS.
 func (c *cli) wantTLS() bool {

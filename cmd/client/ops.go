@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 )
@@ -18,40 +17,42 @@ import (
 var leaseServiceName = brokerv1.LeaseService_ServiceDesc.ServiceName
 
 func (c *cli) drain(ctx context.Context, args []string) error {
-	return c.setDrain(ctx, "drain", args, func(ctx context.Context, admin brokerv1.AdminServiceClient) (proto.Message, error) {
-		return admin.Drain(ctx, &brokerv1.DrainRequest{})
-	})
+	if err := c.noArguments("drain", args); err != nil {
+		return err
+	}
+	cl, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	active, err := callUnary(ctx, c.timeout, cl.Drain)
+	if err != nil {
+		return rpcError("drain", err)
+	}
+	if c.json {
+		return writeJSON(c.stdout, &brokerv1.DrainResponse{Active: int32(active)})
+	}
+	fmt.Fprintf(c.stdout, "draining: new acquires fail with UNAVAILABLE; %s still active\n", leaseCount(active))
+	return nil
 }
 
 func (c *cli) undrain(ctx context.Context, args []string) error {
-	return c.setDrain(ctx, "undrain", args, func(ctx context.Context, admin brokerv1.AdminServiceClient) (proto.Message, error) {
-		return admin.Undrain(ctx, &brokerv1.UndrainRequest{})
-	})
-}
-
-// setDrain runs drain or undrain, and says what it did.
-func (c *cli) setDrain(ctx context.Context, verb string, args []string, call func(context.Context, brokerv1.AdminServiceClient) (proto.Message, error)) error {
-	if err := c.noArguments(verb, args); err != nil {
+	if err := c.noArguments("undrain", args); err != nil {
 		return err
 	}
-	conn, err := c.dialConn()
+	cl, err := c.dial()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	admin := brokerv1.NewAdminServiceClient(conn)
-	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (proto.Message, error) { return call(ctx, admin) })
+	defer cl.Close()
+	_, err = callUnary(ctx, c.timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, cl.Undrain(ctx) })
 	if err != nil {
-		return rpcError(verb, err)
+		return rpcError("undrain", err)
 	}
 	if c.json {
-		return writeJSON(c.stdout, resp)
+		return writeJSON(c.stdout, &brokerv1.UndrainResponse{})
 	}
-	if d, ok := resp.(*brokerv1.DrainResponse); ok {
-		fmt.Fprintf(c.stdout, "draining: new acquires fail with UNAVAILABLE; %s still active\n", leaseCount(d.GetActive()))
-	} else {
-		fmt.Fprintln(c.stdout, "undrained: granting leases again")
-	}
+	fmt.Fprintln(c.stdout, "undrained: granting leases again")
 	return nil
 }
 
@@ -94,64 +95,49 @@ func (c *cli) waitIdle(ctx context.Context, args []string) error {
 	// as a timeout.
 	parentDeadline, ok := ctx.Deadline()
 	ownDeadline := !ok || !parentDeadline.Before(start.Add(c.timeout))
-	var last *brokerv1.GetStatsResponse
-	report := func(idle bool) error {
-		r := idleReport{Idle: idle, WaitedSeconds: time.Since(start).Seconds()}
-		if last != nil {
-			r.Active, r.Opening, r.Draining = last.GetActive(), last.GetOpening(), last.GetDraining()
-		}
-		if c.json {
-			return writeJSON(c.stdout, r)
-		}
-		if idle {
-			fmt.Fprintf(c.stdout, "idle: no lease active (waited %v)\n", time.Since(start).Round(time.Millisecond))
-		}
-		return nil
-	}
-	timedOut := func() error {
-		if err := report(false); err != nil {
-			return err
-		}
-		return &exitError{code: exitNotReady, msg: fmt.Sprintf("client: wait-idle: %s still active after %v",
-			leaseCount(last.GetActive()+last.GetOpening()), c.timeout)}
-	}
-	for {
-		st, err := cl.Stats(waitCtx)
-		if err != nil {
-			// A poll cut short by our own deadline is a timeout, once we
-			// know the broker answers; anything else is the call's failure.
-			// The status can arrive (from the broker, which got the
-			// deadline too) a moment before waitCtx reports it.
-			if last != nil && ownDeadline && ctx.Err() == nil &&
-				(waitCtx.Err() != nil || status.Code(err) == codes.DeadlineExceeded) {
-				return timedOut()
-			}
-			return rpcError("wait-idle", err)
-		}
-		busy := st.GetActive() + st.GetOpening()
-		if busy == 0 {
-			last = st
-			return report(true)
-		}
+	var prev *brokerv1.GetStatsResponse // the previous busy poll
+	progress := func(st *brokerv1.GetStatsResponse) {
 		if !c.json {
-			if last == nil && !st.GetDraining() {
+			if prev == nil && !st.GetDraining() {
 				fmt.Fprintln(c.stderr, "client: wait-idle: the broker is not draining, so new leases may keep it busy (run drain first)")
 			}
-			if last == nil || last.GetActive()+last.GetOpening() != busy {
+			if busy := busyLeases(st); prev == nil || busyLeases(prev) != busy {
 				fmt.Fprintf(c.stdout, "%s active, waiting (%v left)\n", leaseCount(busy),
 					time.Until(start.Add(c.timeout)).Round(time.Second))
 			}
 		}
-		last = st
-		select {
-		case <-waitCtx.Done():
-			if ctx.Err() != nil {
-				return rpcError("wait-idle", ctx.Err())
-			}
-			return timedOut()
-		case <-time.After(interval):
+		prev = st
+	}
+	last, err := cl.WaitIdle(waitCtx, interval, progress)
+	// A wait cut short by our own deadline is a timeout, once we know the
+	// broker answers; anything else is the call's failure. A poll's status
+	// can arrive (from the broker, which got the deadline too) a moment
+	// before waitCtx reports it.
+	timedOut := err != nil && last != nil && ownDeadline && ctx.Err() == nil &&
+		(waitCtx.Err() != nil || status.Code(err) == codes.DeadlineExceeded)
+	if err != nil && !timedOut {
+		return rpcError("wait-idle", err)
+	}
+	if c.json {
+		r := idleReport{Idle: !timedOut, Active: last.GetActive(), Opening: last.GetOpening(),
+			Draining: last.GetDraining(), WaitedSeconds: time.Since(start).Seconds()}
+		if err := writeJSON(c.stdout, r); err != nil {
+			return err
 		}
 	}
+	if timedOut {
+		return &exitError{code: exitNotReady, msg: fmt.Sprintf("client: wait-idle: %s still active after %v",
+			leaseCount(busyLeases(last)), c.timeout)}
+	}
+	if !c.json {
+		fmt.Fprintf(c.stdout, "idle: no lease active (waited %v)\n", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// busyLeases counts the leases that keep the broker from being idle.
+func busyLeases(st *brokerv1.GetStatsResponse) int {
+	return int(st.GetActive() + st.GetOpening())
 }
 
 // health checks the standard gRPC health service. It needs no credentials
@@ -168,28 +154,27 @@ func (c *cli) health(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageErrorf("health: unexpected argument %q", rest[0])
 	}
-	conn, err := c.dialConn()
+	cl, err := c.dial()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	resp, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*healthpb.HealthCheckResponse, error) {
-		return hc.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	defer cl.Close()
+	st, err := callUnary(ctx, c.timeout, func(ctx context.Context) (healthpb.HealthCheckResponse_ServingStatus, error) {
+		return cl.Health(ctx, service)
 	})
 	what := fmt.Sprintf("health %q", service)
 	if err != nil {
 		return rpcError(what, err)
 	}
 	if c.json {
-		if err := writeJSON(c.stdout, resp); err != nil {
+		if err := writeJSON(c.stdout, &healthpb.HealthCheckResponse{Status: st}); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprintf(c.stdout, "%q: %s\n", service, resp.GetStatus())
+		fmt.Fprintf(c.stdout, "%q: %s\n", service, st)
 	}
-	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return &exitError{code: exitNotReady, msg: fmt.Sprintf("client: %s: %s", what, resp.GetStatus())}
+	if st != healthpb.HealthCheckResponse_SERVING {
+		return &exitError{code: exitNotReady, msg: fmt.Sprintf("client: %s: %s", what, st)}
 	}
 	return nil
 }
@@ -207,7 +192,7 @@ func (c *cli) noArguments(name string, args []string) error {
 }
 
 // leaseCount is "1 lease" or "N leases".
-func leaseCount(n int32) string {
+func leaseCount(n int) string {
 	if n == 1 {
 		return "1 lease"
 	}
