@@ -7,6 +7,12 @@
 //
 // Lease ids name their owner (OwnerOf), so any broker can route a call for
 // a lease to the broker that holds it.
+//
+// What the fleet asks of Redis scales with the fleet, not with the
+// keyspace (which holds every sticky session's keys too) nor with the
+// command rate: the members are listed from an index set rather than by
+// SCAN, and Lookup, asked once per forwarded page command, answers from
+// what it read within the last heartbeat interval.
 package fleet
 
 import (
@@ -111,10 +117,18 @@ type Fleet struct {
 	kick chan struct{} // Nudge
 
 	mu       sync.Mutex
-	healthy  bool              // the last heartbeat reached Redis
-	lastErr  error             // why not, when not
-	reported bool              // a heartbeat has run (its state was logged)
-	known    map[string]Member // last seen, for routing while Redis is away
+	healthy  bool                 // the last heartbeat reached Redis
+	lastErr  error                // why not, when not
+	reported bool                 // a heartbeat has run (its state was logged)
+	known    map[string]knownPeer // live when last read, by id
+}
+
+// knownPeer is a registration as last read from Redis. Lookup serves it
+// without asking Redis until fresh, and while Redis is unreachable; it is
+// dropped once Redis says the broker is gone.
+type knownPeer struct {
+	m     Member
+	fresh time.Time
 }
 
 // New registers this broker and starts renewing the registration. A
@@ -140,7 +154,7 @@ func New(cfg Config) (*Fleet, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	f := &Fleet{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{}),
-		kick: make(chan struct{}, 1), known: map[string]Member{}}
+		kick: make(chan struct{}, 1), known: map[string]knownPeer{}}
 	f.heartbeat()
 	go f.loop()
 	return f, nil
@@ -150,6 +164,10 @@ func New(cfg Config) (*Fleet, error) {
 func (f *Fleet) ID() string { return f.cfg.ID }
 
 func (f *Fleet) memberKey(id string) string { return f.cfg.Prefix + "member:" + id }
+
+// membersKey is the index of the member keys: the set of the ids that
+// registered, pruned of those whose key has expired.
+func (f *Fleet) membersKey() string { return f.cfg.Prefix + "members" }
 
 func (f *Fleet) loop() {
 	defer close(f.done)
@@ -178,13 +196,19 @@ func (f *Fleet) heartbeat() {
 }
 
 // register writes this broker's registration, with its load now and its
-// TTL.
+// TTL, and its id into the index of members: one round trip. Each
+// heartbeat adds the id again, so an index that lost it (a Redis restart)
+// has it back within a heartbeat.
 func (f *Fleet) register() error {
 	m := Member{ID: f.cfg.ID, Address: f.cfg.Address, Load: f.cfg.Load(), At: time.Now()}
 	b, _ := json.Marshal(m)
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
 	defer cancel()
-	err := f.rdb.Set(ctx, f.memberKey(f.cfg.ID), b, f.cfg.TTL).Err()
+	_, err := f.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, f.memberKey(f.cfg.ID), b, f.cfg.TTL)
+		p.SAdd(ctx, f.membersKey(), f.cfg.ID)
+		return nil
+	})
 	f.noteRedis(err)
 	return err
 }
@@ -232,28 +256,32 @@ func (f *Fleet) unavailable(err error) error {
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
-// Members returns the live brokers, this one included, ordered by id.
+// Members returns the live brokers, this one included, ordered by id: the
+// ids in the index, then their registrations (two round trips, whatever
+// else the keyspace holds). Ids whose registration expired are pruned from
+// the index on the way.
 func (f *Fleet) Members(ctx context.Context) ([]Member, error) {
-	var keys []string
-	iter := f.rdb.Scan(ctx, 0, f.memberKey("*"), 100).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		return nil, f.unavailable(err)
-	}
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	vals, err := f.rdb.MGet(ctx, keys...).Result()
+	ids, err := f.rdb.SMembers(ctx, f.membersKey()).Result()
 	if err != nil {
 		return nil, f.unavailable(err)
 	}
+	var vals []any
+	if len(ids) > 0 {
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = f.memberKey(id)
+		}
+		if vals, err = f.rdb.MGet(ctx, keys...).Result(); err != nil {
+			return nil, f.unavailable(err)
+		}
+	}
 	out := make([]Member, 0, len(vals))
-	for _, v := range vals {
+	var expired []string
+	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
-			continue // expired between SCAN and MGET
+			expired = append(expired, ids[i])
+			continue
 		}
 		var m Member
 		if json.Unmarshal([]byte(s), &m) != nil || ValidID(m.ID) != nil {
@@ -261,29 +289,82 @@ func (f *Fleet) Members(ctx context.Context) ([]Member, error) {
 		}
 		out = append(out, m)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	f.mu.Lock()
-	for _, m := range out {
-		f.known[m.ID] = m
+	if len(expired) > 0 {
+		if err := f.prune(ctx, expired); err != nil {
+			f.log.Debug("fleet: pruning expired members from the index", zap.Strings("broker_ids", expired), zap.Error(err))
+		}
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	// What Redis does not list is gone. Freshness is kept, not extended:
+	// MGET says a key is live now, not how long it will be.
+	f.mu.Lock()
+	known := make(map[string]knownPeer, len(out))
+	for _, m := range out {
+		known[m.ID] = knownPeer{m: m, fresh: f.known[m.ID].fresh}
+	}
+	f.known = known
 	f.mu.Unlock()
 	return out, nil
 }
 
-// Lookup returns the live broker with that id. While Redis is unreachable
-// it answers from the last registration seen, so calls for leases on
+// pruneMembers removes from the index (KEYS[1]) the ids (ARGV) whose
+// member key (KEYS[i+1]) does not exist, in one step, so that a broker
+// that registers meanwhile is never removed: its SET and SADD run either
+// before the check, which then finds its key, or after the SREM.
+var pruneMembers = redis.NewScript(`
+local n = 0
+for i, id in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    n = n + redis.call('SREM', KEYS[1], id)
+  end
+end
+return n`)
+
+func (f *Fleet) prune(ctx context.Context, ids []string) error {
+	keys := make([]string, 0, len(ids)+1)
+	args := make([]any, len(ids))
+	keys = append(keys, f.membersKey())
+	for i, id := range ids {
+		keys = append(keys, f.memberKey(id))
+		args[i] = id
+	}
+	return pruneMembers.Run(ctx, f.rdb, keys, args...).Err()
+}
+
+// Lookup returns the live broker with that id. It is asked on every call
+// routed to another broker, so it answers without a round trip from the
+// registration it read within the last heartbeat interval (and within
+// that registration's remaining TTL): a broker that shuts down is found
+// gone at most a heartbeat interval later, one that dies when its key
+// expires, as without the cache. While Redis is unreachable it answers
+// from the last registration seen, however old, so calls for leases on
 // brokers it already knew still find them.
 func (f *Fleet) Lookup(ctx context.Context, id string) (Member, error) {
-	s, err := f.rdb.Get(ctx, f.memberKey(id)).Result()
+	start := time.Now()
+	f.mu.Lock()
+	k, ok := f.known[id]
+	f.mu.Unlock()
+	if ok && start.Before(k.fresh) {
+		return k.m, nil
+	}
+	var get *redis.StringCmd
+	var ttl *redis.DurationCmd
+	// GET's error is the one that counts, and is read below.
+	_, _ = f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		get = p.Get(ctx, f.memberKey(id))
+		ttl = p.PTTL(ctx, f.memberKey(id))
+		return nil
+	})
+	s, err := get.Result()
 	switch {
 	case errors.Is(err, redis.Nil):
+		f.mu.Lock()
+		delete(f.known, id)
+		f.mu.Unlock()
 		return Member{}, fmt.Errorf("%w: %s", ErrUnknownBroker, id)
 	case err != nil:
-		f.mu.Lock()
-		m, ok := f.known[id]
-		f.mu.Unlock()
 		if ok {
-			return m, nil
+			return k.m, nil
 		}
 		return Member{}, f.unavailable(err)
 	}
@@ -291,8 +372,12 @@ func (f *Fleet) Lookup(ctx context.Context, id string) (Member, error) {
 	if err := json.Unmarshal([]byte(s), &m); err != nil {
 		return Member{}, fmt.Errorf("fleet: registration of %s: %w", id, err)
 	}
+	// Fresh for a heartbeat interval, and never past the key's expiry as
+	// read (-1 or -2 when it has none, or it expired since the GET: not
+	// fresh at all).
+	fresh := min(f.cfg.Heartbeat, ttl.Val())
 	f.mu.Lock()
-	f.known[id] = m
+	f.known[id] = knownPeer{m: m, fresh: start.Add(fresh)}
 	f.mu.Unlock()
 	return m, nil
 }
@@ -324,7 +409,12 @@ func (f *Fleet) Close() error {
 	<-f.done
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := f.rdb.Del(ctx, f.memberKey(f.cfg.ID)).Err(); err != nil {
+	_, err := f.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, f.memberKey(f.cfg.ID))
+		p.SRem(ctx, f.membersKey(), f.cfg.ID)
+		return nil
+	})
+	if err != nil {
 		return f.unavailable(err)
 	}
 	return nil

@@ -71,6 +71,17 @@ func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool
 	}
 }
 
+// foundGone waits until f.Lookup says broker id is gone, and returns
+// when it did.
+func foundGone(t *testing.T, f *Fleet, id string, within time.Duration) time.Time {
+	t.Helper()
+	waitUntil(t, id+" found gone", within, func() bool {
+		_, err := f.Lookup(context.Background(), id)
+		return errors.Is(err, ErrUnknownBroker)
+	})
+	return time.Now()
+}
+
 func ids(ms []Member) []string {
 	var out []string
 	for _, m := range ms {
@@ -115,11 +126,7 @@ func TestMembership(t *testing.T) {
 	close(b.stop)
 	<-b.done
 	died := time.Now()
-	waitUntil(t, "b gone", 3*time.Second, func() bool {
-		_, err := a.Lookup(ctx, "b")
-		return errors.Is(err, ErrUnknownBroker)
-	})
-	if d := time.Since(died); d > 900*time.Millisecond+500*time.Millisecond {
+	if d := foundGone(t, a, "b", 3*time.Second).Sub(died); d > 900*time.Millisecond+500*time.Millisecond {
 		t.Errorf("b dropped out %v after its last heartbeat, want within the TTL", d)
 	}
 	// c leaves: gone at once, without waiting for its TTL.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,10 @@ import (
 // Sessions implements the lease manager's SessionStore and what the
 // broker's backend and admin service read of saved sessions, like the
 // single broker's state.Store.
+//
+// The keys with a generation are indexed in a set (sessionsKey), added by
+// the INCR that creates them, so listing them does not SCAN the keyspace.
+// Generations are never removed, so neither are their keys from the set.
 
 const opTimeout = 3 * time.Second
 
@@ -33,30 +38,38 @@ func (f *Fleet) ownerKey(key string) string { return f.cfg.Prefix + "session-own
 func (f *Fleet) genKey(key string) string   { return f.cfg.Prefix + "session-gen:" + key }
 func (f *Fleet) stateKey(key string) string { return f.cfg.Prefix + "session-state:" + key }
 
+// sessionsKey is the index of the session keys with a generation.
+func (f *Fleet) sessionsKey() string { return f.cfg.Prefix + "sessions" }
+
+// sessionsIndexedKey exists once the generations written before the index
+// existed have been added to it (indexSessions).
+func (f *Fleet) sessionsIndexedKey() string { return f.cfg.Prefix + "sessions-indexed" }
+
 // ClaimSession makes this broker the owner of a session key if it has
-// none, and returns the owner: this broker's id, or another's.
+// none, and returns the owner: this broker's id, or another's. One round
+// trip.
 func (f *Fleet) ClaimSession(ctx context.Context, key string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	ok, err := f.rdb.SetNX(ctx, f.ownerKey(key), f.cfg.ID, f.cfg.TTL).Result()
+	owner, err := claimOwner.Run(ctx, f.rdb, []string{f.ownerKey(key)}, f.cfg.ID, f.cfg.TTL.Milliseconds()).Text()
 	if err != nil {
 		return "", f.unavailable(err)
-	}
-	if ok {
-		return f.cfg.ID, nil
-	}
-	owner, err := f.rdb.Get(ctx, f.ownerKey(key)).Result()
-	if errors.Is(err, redis.Nil) { // expired between the two: try once more
-		return f.ClaimSession(ctx, key)
-	}
-	if err != nil {
-		return "", f.unavailable(err)
-	}
-	if owner == f.cfg.ID {
-		f.rdb.PExpire(ctx, f.ownerKey(key), f.cfg.TTL)
 	}
 	return owner, nil
 }
+
+// claimOwner sets the owner key (KEYS[1]) to ARGV[1] with a TTL of ARGV[2]
+// ms if it has no owner, renews it if ARGV[1] owns it already, and returns
+// the owner. In one step, so no claim sees the key expire between its
+// check and its read.
+var claimOwner = redis.NewScript(`
+local owner = redis.call('GET', KEYS[1])
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return owner`)
 
 // renewOwned extends this broker's ownership of the keys whose sessions
 // live here; a key another broker owns is left alone.
@@ -97,15 +110,21 @@ type savedState struct {
 	Storage json.RawMessage `json:"storage_state"`
 }
 
-// NextGeneration increments the key's generation (INCR: never reused).
+// NextGeneration increments the key's generation (INCR: never reused)
+// and indexes the key, in one round trip.
 func (s *Sessions) NextGeneration(key string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	n, err := s.f.rdb.Incr(ctx, s.f.genKey(key)).Result()
+	var incr *redis.IntCmd
+	_, err := s.f.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		incr = p.Incr(ctx, s.f.genKey(key))
+		p.SAdd(ctx, s.f.sessionsKey(), key)
+		return nil
+	})
 	if err != nil {
 		return 0, s.f.unavailable(err)
 	}
-	return uint64(n), nil
+	return uint64(incr.Val()), nil
 }
 
 // SaveStorage saves the key's storage state.
@@ -166,33 +185,119 @@ func (s *Sessions) Forget(key string) (bool, error) {
 	return n > 0, nil
 }
 
-// List returns the records of every key with a generation, by key.
+// listBatch is how many sessions' records one MGET of List reads: their
+// storage states come along (to read when each was saved), so a batch is
+// bounded to bound the memory it takes.
+const listBatch = 100
+
+// List returns the records of every key with a generation, by key, storage
+// state left out (as state.Store's). The keys come from the index; their
+// records are read listBatch at a time, one round trip each, each within
+// opTimeout.
 func (s *Sessions) List() ([]state.Record, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	prefix := s.f.genKey("")
-	var keys []string
-	iter := s.f.rdb.Scan(ctx, 0, prefix+"*", 200).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, strings.TrimPrefix(iter.Val(), prefix))
-	}
-	if err := iter.Err(); err != nil {
+	keys, err := s.keys()
+	if err != nil {
 		return nil, s.f.unavailable(err)
 	}
 	sort.Strings(keys)
 	var out []state.Record
 	var errs []error
-	for _, k := range keys {
-		r, ok, err := s.Get(k)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+	for batch := range slices.Chunk(keys, listBatch) {
+		rkeys := make([]string, 0, 2*len(batch))
+		for _, k := range batch {
+			rkeys = append(rkeys, s.f.genKey(k), s.f.stateKey(k))
 		}
-		if ok {
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		vals, err := s.f.rdb.MGet(ctx, rkeys...).Result()
+		cancel()
+		if err != nil {
+			return nil, s.f.unavailable(err)
+		}
+		for i, k := range batch {
+			if vals[2*i] == nil {
+				continue // not a key with a generation
+			}
+			r, _, err := record(k, vals[2*i], vals[2*i+1])
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			r.Storage = nil
 			out = append(out, r)
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// keys returns the indexed session keys, indexing first, once, those of
+// the generations written before the index existed.
+func (s *Sessions) keys() ([]string, error) {
+	keys, indexed, err := s.indexedKeys()
+	if err != nil || indexed {
+		return keys, err
+	}
+	if err := s.indexSessions(); err != nil {
+		return nil, err
+	}
+	keys, _, err = s.indexedKeys()
+	return keys, err
+}
+
+// indexedKeys returns the keys in the index, and whether the generations
+// written before it existed have been added: one round trip.
+func (s *Sessions) indexedKeys() ([]string, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	var indexed *redis.IntCmd
+	var members *redis.StringSliceCmd
+	if _, err := s.f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		indexed = p.Exists(ctx, s.f.sessionsIndexedKey())
+		members = p.SMembers(ctx, s.f.sessionsKey())
+		return nil
+	}); err != nil {
+		return nil, false, err
+	}
+	return members.Val(), indexed.Val() == 1, nil
+}
+
+// indexSessions adds to the index the keys of the generations in Redis,
+// found by SCAN, and marks it done: once per Redis data set, by the first
+// List after brokers that did not index (an earlier version) wrote
+// generations. Brokers listing at once both scan, harmlessly. A key first
+// given a generation by such a broker after the mark is listed from its
+// next generation on. Each step has its own opTimeout: the keyspace may be
+// large.
+func (s *Sessions) indexSessions() error {
+	prefix := s.f.genKey("")
+	var cursor uint64
+	for {
+		next, err := s.indexPage(cursor, prefix)
+		if err != nil {
+			return err
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	return s.f.rdb.Set(ctx, s.f.sessionsIndexedKey(), 1, 0).Err()
+}
+
+// indexPage indexes the generations of one SCAN page, and returns the
+// next cursor.
+func (s *Sessions) indexPage(cursor uint64, prefix string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	found, next, err := s.f.rdb.Scan(ctx, cursor, prefix+"*", 1000).Result()
+	if err != nil || len(found) == 0 {
+		return next, err
+	}
+	keys := make([]any, len(found))
+	for i, k := range found {
+		keys[i] = strings.TrimPrefix(k, prefix)
+	}
+	return next, s.f.rdb.SAdd(ctx, s.f.sessionsKey(), keys...).Err()
 }
 
 // SessionOwner returns the broker that owns a session key; "" when none
