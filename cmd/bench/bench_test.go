@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 // TestSmokeRun runs the whole benchmark at --smoke sizes (every path once
@@ -119,7 +121,7 @@ func TestSmokeRun(t *testing.T) {
 	// Everything the run started is gone: broker, drivers, browsers.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		left := descendants(os.Getpid())
+		left := proctree.Tree(os.Getpid())
 		if len(left) == 0 {
 			break
 		}

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,70 +11,8 @@ import (
 	"time"
 
 	"github.com/browserbroker/broker/client"
+	"github.com/browserbroker/broker/internal/proctree"
 )
-
-// proc is one live process.
-type proc struct {
-	pid     int
-	cmdline string
-}
-
-// descendants lists the live (non-zombie) processes below root, from /proc.
-func descendants(root int) []proc {
-	parent := map[int]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
-		if len(f) < 2 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		parent[pid], _ = strconv.Atoi(f[1])
-	}
-	children := map[int][]int{}
-	for pid, pp := range parent {
-		children[pp] = append(children[pp], pid)
-	}
-	var out []proc
-	var walk func(int)
-	walk = func(p int) {
-		for _, c := range children[p] {
-			cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c))
-			if err == nil {
-				out = append(out, proc{pid: c, cmdline: string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))})
-			}
-			walk(c)
-		}
-	}
-	walk(root)
-	return out
-}
-
-// pssKB reads the Pss line of /proc/PID/smaps_rollup; 0 when the process
-// is gone.
-func pssKB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				return n
-			}
-		}
-	}
-	return 0
-}
 
 // memSample is the PSS of the broker and everything below it.
 type memSample struct {
@@ -89,16 +25,16 @@ func (s memSample) total() int64 { return s.broker + s.driver + s.chromium }
 // sampleMemory reads the PSS of the broker pid and all its descendants:
 // the Playwright driver (node running cli.js) and Chromium (the rest).
 func sampleMemory(brokerPID int) memSample {
-	s := memSample{broker: pssKB(brokerPID), processes: 1}
-	for _, p := range descendants(brokerPID) {
-		kb := pssKB(p.pid)
+	s := memSample{broker: proctree.PSSKB(brokerPID), processes: 1}
+	for _, p := range proctree.Tree(brokerPID) {
+		kb := proctree.PSSKB(p.PID)
 		s.processes++
 		switch {
-		case strings.Contains(p.cmdline, "cli.js"):
+		case strings.Contains(p.Cmdline, "cli.js"):
 			s.driver += kb
 		default:
 			s.chromium += kb
-			if strings.Contains(p.cmdline, "--type=renderer") {
+			if strings.Contains(p.Cmdline, "--type=renderer") {
 				s.renderers++
 			}
 		}

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -24,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 // Fault injection against the real binaries: the faults are real process
@@ -325,42 +323,14 @@ func settled(active int32) func(*brokerv1.GetStatsResponse) bool {
 	}
 }
 
-// procEntry is one process under the broker.
-type procEntry struct {
-	pid, ppid int
-	cmdline   string
-}
-
-// procTree lists the live processes below root, with their command lines.
-func procTree(root int) []procEntry {
-	var out []procEntry
-	for _, pid := range descendants(root) {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
-		if len(fields) < 2 || fields[0] == "Z" {
-			continue
-		}
-		ppid, _ := strconv.Atoi(fields[1])
-		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil {
-			continue
-		}
-		out = append(out, procEntry{pid: pid, ppid: ppid, cmdline: string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))})
-	}
-	return out
-}
-
 // driverPid is the Playwright driver under the broker: node running
 // "run-driver".
 func (p *brokerProc) driverPid(t *testing.T) int {
 	t.Helper()
 	var found []int
-	for _, e := range procTree(p.cmd.Process.Pid) {
-		if strings.Contains(e.cmdline, "run-driver") {
-			found = append(found, e.pid)
+	for _, e := range proctree.Tree(p.cmd.Process.Pid) {
+		if strings.Contains(e.Cmdline, "run-driver") {
+			found = append(found, e.PID)
 		}
 	}
 	if len(found) != 1 {
@@ -376,9 +346,9 @@ func (p *brokerProc) browserPids(t *testing.T) []int {
 	t.Helper()
 	driver := p.driverPid(t)
 	var out []int
-	for _, e := range procTree(p.cmd.Process.Pid) {
-		if e.ppid == driver && !strings.Contains(e.cmdline, "--type=") {
-			out = append(out, e.pid)
+	for _, e := range proctree.Tree(p.cmd.Process.Pid) {
+		if e.PPID == driver && !strings.Contains(e.Cmdline, "--type=") {
+			out = append(out, e.PID)
 		}
 	}
 	return out
@@ -387,9 +357,9 @@ func (p *brokerProc) browserPids(t *testing.T) []int {
 // rendererPids are the broker's Chromium renderer processes.
 func (p *brokerProc) rendererPids() []int {
 	var out []int
-	for _, e := range procTree(p.cmd.Process.Pid) {
-		if strings.Contains(e.cmdline, "--type=renderer") {
-			out = append(out, e.pid)
+	for _, e := range proctree.Tree(p.cmd.Process.Pid) {
+		if strings.Contains(e.Cmdline, "--type=renderer") {
+			out = append(out, e.PID)
 		}
 	}
 	return out
@@ -403,21 +373,6 @@ const workerScript = `(() => {
 	return true;
 })()`
 
-// hasWorkerThread reports whether a process runs a dedicated worker.
-func hasWorkerThread(pid int) bool {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return false
-	}
-	for _, task := range tasks {
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/comm", pid, task.Name()))
-		if err == nil && strings.HasPrefix(string(comm), "DedicatedWorker") {
-			return true
-		}
-	}
-	return false
-}
-
 // markedRenderer waits until exactly one renderer under the broker runs a
 // dedicated worker (see workerScript) and returns it.
 func (p *brokerProc) markedRenderer(t *testing.T, within time.Duration) int {
@@ -426,7 +381,7 @@ func (p *brokerProc) markedRenderer(t *testing.T, within time.Duration) int {
 	for {
 		var marked []int
 		for _, pid := range p.rendererPids() {
-			if hasWorkerThread(pid) {
+			if proctree.HasThread(pid, "DedicatedWorker") {
 				marked = append(marked, pid)
 			}
 		}
@@ -438,21 +393,6 @@ func (p *brokerProc) markedRenderer(t *testing.T, within time.Duration) int {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// cpuTicks is the CPU time a process used, in clock ticks.
-func cpuTicks(pid int) int64 {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return utime + stime
 }
 
 func kill(t *testing.T, pid int, sig syscall.Signal) time.Time {
@@ -565,7 +505,7 @@ func TestFaultBrowserKilled(t *testing.T) {
 	if len(browsers) != 1 {
 		t.Fatalf("browser processes %v, want one", browsers)
 	}
-	old := procTree(browsers[0])
+	old := proctree.Tree(browsers[0])
 
 	pending := make(chan error, 1)
 	go func() {
@@ -591,7 +531,7 @@ func TestFaultBrowserKilled(t *testing.T) {
 	t.Logf("browser SIGKILL to both leases reclaimed: %v; %s", took.Round(time.Millisecond), statsString(s))
 	var pids []int
 	for _, e := range old {
-		pids = append(pids, e.pid)
+		pids = append(pids, e.PID)
 	}
 	waitGone(t, pids, 5*time.Second)
 
@@ -666,8 +606,8 @@ func TestFaultDriverKilled(t *testing.T) {
 	navigate(t, page, b.id, site.URL+"/b")
 	driver := p.driverPid(t)
 	var old []int
-	for _, e := range procTree(driver) {
-		old = append(old, e.pid)
+	for _, e := range proctree.Tree(driver) {
+		old = append(old, e.PID)
 	}
 
 	pending := make(chan error, 1)
@@ -798,13 +738,13 @@ func TestFaultCommandsThatNeverEnd(t *testing.T) {
 	renderers := p.rendererPids()
 	before := map[int]int64{}
 	for _, pid := range renderers {
-		before[pid] = cpuTicks(pid)
+		before[pid] = proctree.CPUTicks(pid)
 	}
 	const sample = time.Second
 	time.Sleep(sample) // a CPU-time sample, not a synchronisation
 	var spent int64
 	for _, pid := range renderers {
-		spent += cpuTicks(pid) - before[pid]
+		spent += proctree.CPUTicks(pid) - before[pid]
 	}
 	t.Logf("renderers: baseline %d, at most %d during the rounds, %d after; their CPU over %v: %d ticks", baseline, maxRenderers, len(renderers), sample, spent)
 	if spent > 30 { // 0.3s of CPU at 100 ticks/s: a spinning script burns 1s

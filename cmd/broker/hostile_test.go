@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 // http2Preface is what an HTTP/2 client sends first.
@@ -488,8 +489,8 @@ func sample(t *testing.T, pid int, metricsURL string) procSample {
 		t.Fatal(err)
 	}
 	s.fds = len(fds)
-	for _, e := range procTree(pid) {
-		if strings.Contains(e.cmdline, "chrom") {
+	for _, e := range proctree.Tree(pid) {
+		if strings.Contains(e.Cmdline, "chrom") {
 			s.chromium++
 		}
 	}

@@ -68,7 +68,7 @@ const (
 )
 
 // workerScript starts a dedicated worker in the page, which marks the
-// page's renderer (see hasWorkerThread).
+// page's renderer (see markedRenderer).
 const workerScript = `(() => {
 	window.__soak = new Worker(URL.createObjectURL(new Blob(["setInterval(() => {}, 1000)"])));
 	return true;

@@ -55,6 +55,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 func main() {
@@ -165,9 +166,9 @@ type sample struct {
 
 func takeSample(pid int) sample {
 	return sample{
-		rssKB:   statusKB(pid, "VmRSS"),
-		threads: statusKB(pid, "Threads"),
-		fds:     openFDs(pid),
+		rssKB:   proctree.StatusField(pid, "VmRSS"),
+		threads: proctree.StatusField(pid, "Threads"),
+		fds:     proctree.OpenFDs(pid),
 		procs:   countProcs(pid),
 	}
 }
@@ -296,7 +297,7 @@ feed:
 	errorLines, invariantLines := b.logCounts()
 
 	shutdownStart := time.Now()
-	underBroker := procTree(b.pid())
+	underBroker := proctree.Tree(b.pid())
 	exitCode := b.shutdown(40 * time.Second)
 	shutdownTook := time.Since(shutdownStart)
 	left := stillAlive(underBroker, 5*time.Second)
@@ -373,7 +374,7 @@ func (s *soaker) monitor(ctx context.Context, pid int, c config, pk *peaks) {
 		if i%3 == 0 { // a /proc walk is dearer than GetStats
 			procs = countProcs(pid)
 		}
-		rss := statusKB(pid, "VmRSS")
+		rss := proctree.StatusField(pid, "VmRSS")
 		warm := s.done() >= c.warmup
 		pk.mu.Lock()
 		if err == nil {
@@ -432,13 +433,13 @@ func waitUntil(ctx context.Context, within time.Duration, ok func() bool) error 
 }
 
 // stillAlive waits for the processes to exit and returns those that did not.
-func stillAlive(procs []procEntry, within time.Duration) []int {
+func stillAlive(procs []proctree.Proc, within time.Duration) []int {
 	deadline := time.Now().Add(within)
 	for {
 		var left []int
 		for _, p := range procs {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.pid)); err == nil && statusKB(p.pid, "Pid") == int64(p.pid) && !zombie(p.pid) {
-				left = append(left, p.pid)
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.PID)); err == nil && proctree.StatusField(p.PID, "Pid") == int64(p.PID) && !zombie(p.PID) {
+				left = append(left, p.PID)
 			}
 		}
 		if len(left) == 0 || time.Now().After(deadline) {

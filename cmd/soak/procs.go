@@ -1,68 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 // The broker has no goroutine or memory endpoint, so the soak reads what it
 // needs about the broker and its Chromium from /proc.
-
-// procEntry is one live process below the broker.
-type procEntry struct {
-	pid, ppid int
-	cmdline   string
-}
-
-// procTree lists the live (non-zombie) processes below root.
-func procTree(root int) []procEntry {
-	type info struct {
-		ppid int
-		ok   bool
-	}
-	all := map[int]info{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		all[pid] = info{ppid: ppid, ok: f[0] != "Z" && f[0] != "X"}
-	}
-	children := map[int][]int{}
-	for pid, in := range all {
-		children[in.ppid] = append(children[in.ppid], pid)
-	}
-	var out []procEntry
-	var walk func(int)
-	walk = func(p int) {
-		for _, c := range children[p] {
-			if all[c].ok {
-				cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c))
-				if err == nil {
-					out = append(out, procEntry{pid: c, ppid: p, cmdline: string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))})
-				}
-			}
-			walk(c)
-		}
-	}
-	walk(root)
-	return out
-}
 
 // procCounts summarises the processes below the broker.
 type procCounts struct {
@@ -74,14 +22,14 @@ type procCounts struct {
 
 func countProcs(root int) procCounts {
 	c := procCounts{byRole: map[string]int{}, rssByRole: map[string]int64{}}
-	for _, e := range procTree(root) {
+	for _, e := range proctree.Tree(root) {
 		c.total++
-		if strings.Contains(e.cmdline, "--type=renderer") {
+		if strings.Contains(e.Cmdline, "--type=renderer") {
 			c.renderers++
 		}
-		rss := statusKB(e.pid, "VmRSS")
+		rss := proctree.StatusField(e.PID, "VmRSS")
 		c.rssKB += rss
-		r := role(e.cmdline)
+		r := role(e.Cmdline)
 		c.byRole[r]++
 		c.rssByRole[r] += rss
 	}
@@ -139,70 +87,24 @@ func (now procCounts) leaked(base procCounts) (started, leaked []string) {
 // renderers lists the renderer processes below the broker.
 func renderers(root int) []int {
 	var out []int
-	for _, e := range procTree(root) {
-		if strings.Contains(e.cmdline, "--type=renderer") {
-			out = append(out, e.pid)
+	for _, e := range proctree.Tree(root) {
+		if strings.Contains(e.Cmdline, "--type=renderer") {
+			out = append(out, e.PID)
 		}
 	}
 	return out
 }
 
-// statusKB reads a "Name: N kB" (or plain number) field of
-// /proc/PID/status; 0 when it cannot.
-func statusKB(pid int, name string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, name+":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			return 0
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		return n
-	}
-	return 0
-}
-
-// openFDs counts a process's open file descriptors.
-func openFDs(pid int) int {
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return -1
-	}
-	return len(entries)
-}
-
-// hasWorkerThread reports whether a process runs a dedicated worker:
-// Chromium runs one as a thread named "DedicatedWorker" in the renderer of
-// the page that started it.
-func hasWorkerThread(pid int) bool {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return false
-	}
-	for _, task := range tasks {
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/comm", pid, task.Name()))
-		if err == nil && strings.HasPrefix(string(comm), "DedicatedWorker") {
-			return true
-		}
-	}
-	return false
-}
-
 // markedRenderer waits until exactly one renderer below root runs a
-// dedicated worker and returns its pid.
+// dedicated worker and returns its pid: Chromium runs the worker as a
+// thread named "DedicatedWorker" in the renderer of the page that started
+// it.
 func markedRenderer(root int, within time.Duration) (int, error) {
 	deadline := time.Now().Add(within)
 	for {
 		var marked []int
 		for _, pid := range renderers(root) {
-			if hasWorkerThread(pid) {
+			if proctree.HasThread(pid, "DedicatedWorker") {
 				marked = append(marked, pid)
 			}
 		}

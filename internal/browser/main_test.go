@@ -17,6 +17,8 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 // The package's tests share one pool (started in TestMain) and one local
@@ -321,30 +323,9 @@ func hangingScript(tb testing.TB) (string, <-chan struct{}) {
 
 // descendants lists the live processes below pid.
 func descendants(pid int) []proc {
-	parent := map[int]int{}
-	starts := map[int]uint64{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if pp, state, start, ok := procStat(p); ok && state != 'Z' {
-			parent[p] = pp
-			starts[p] = start
-		}
-	}
 	var out []proc
-	for p := range parent {
-		for a := parent[p]; a > 1; a = parent[a] {
-			if a == pid {
-				out = append(out, proc{pid: p, start: starts[p]})
-				break
-			}
-			if _, ok := parent[a]; !ok {
-				break
-			}
-		}
+	for _, p := range proctree.Tree(pid) {
+		out = append(out, proc{pid: p.PID, start: p.Start})
 	}
 	return out
 }
