@@ -3,8 +3,9 @@ package browser
 import (
 	"os"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 // BrowserInfo describes one browser of the pool, for operators.
@@ -24,10 +25,14 @@ type BrowserInfo struct {
 	Age time.Duration
 	// Retiring says why it takes no new contexts (empty while it does).
 	Retiring string
-	// RSSBytes is the resident memory of the browser's process and all
-	// its descendants (renderers, GPU and utility processes), read from
-	// /proc; 0 for a remote browser or when unknown.
-	RSSBytes uint64
+	// PSSBytes is the memory of the browser's process and all its
+	// descendants (renderers, GPU and utility processes): the sum of their
+	// proportional set sizes (/proc/PID/smaps_rollup), which count a page
+	// shared by n processes as 1/n in each, so the sum over the browsers
+	// is the memory they really take. Resident sizes would count
+	// Chromium's shared code once per process, several times over. 0 for
+	// a remote browser or when unknown.
+	PSSBytes uint64
 }
 
 // Browsers describes the pool's browsers, retiring ones included, in the
@@ -54,7 +59,7 @@ func (p *Pool) Browsers() []BrowserInfo {
 		if tree == nil {
 			tree = processTree()
 		}
-		out[i].RSSBytes = treeRSS(tree, bi.PID, processRSS)
+		out[i].PSSBytes = treeSum(tree, bi.PID, processPSS)
 	}
 	return out
 }
@@ -78,9 +83,9 @@ func processTree() map[int][]int {
 	return tree
 }
 
-// treeRSS sums the resident memory (as rss reads it) of root and its
-// descendants in tree, each process once.
-func treeRSS(tree map[int][]int, root int, rss func(pid int) uint64) uint64 {
+// treeSum sums size (a process's memory) over root and its descendants in
+// tree, each process once.
+func treeSum(tree map[int][]int, root int, size func(pid int) uint64) uint64 {
 	var total uint64
 	stack := []int{root}
 	seen := map[int]bool{}
@@ -91,26 +96,12 @@ func treeRSS(tree map[int][]int, root int, rss func(pid int) uint64) uint64 {
 			continue
 		}
 		seen[pid] = true
-		total += rss(pid)
+		total += size(pid)
 		stack = append(stack, tree[pid]...)
 	}
 	return total
 }
 
-// processRSS is one process's resident memory from /proc/PID/statm; 0 when
-// it cannot be read.
-func processRSS(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, err := strconv.ParseUint(f[1], 10, 64)
-	if err != nil {
-		return 0
-	}
-	return pages * uint64(os.Getpagesize())
-}
+// processPSS is one process's proportional set size in bytes; 0 when it
+// cannot be read.
+func processPSS(pid int) uint64 { return uint64(max(0, proctree.PSSKB(pid))) << 10 }

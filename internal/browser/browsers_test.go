@@ -1,6 +1,7 @@
 package browser
 
 import (
+	"github.com/browserbroker/broker/internal/proctree"
 	"os"
 	"slices"
 	"testing"
@@ -20,9 +21,18 @@ func TestBrowsersDescribesTheLocalBrowsers(t *testing.T) {
 		if b.Remote || b.PID <= 0 || !slices.Contains(pids, b.PID) {
 			t.Errorf("Browsers() has %+v; want a local browser whose pid is one of Processes().Browsers %v", b, pids)
 		}
-		// A Chromium with a page, its renderer and helpers, holds tens of MB.
-		if b.RSSBytes < 10<<20 || b.Age <= 0 {
-			t.Errorf("Browsers() has %s with RSS %d bytes and age %v; want over 10 MiB and a positive age", b.Name, b.RSSBytes, b.Age)
+		// A Chromium with a page, its renderer and helpers, holds tens of
+		// MB; less than the sum of their resident sizes, which count the
+		// pages they share once per process.
+		if b.PSSBytes < 10<<20 || b.Age <= 0 {
+			t.Errorf("Browsers() has %s with PSS %d bytes and age %v; want over 10 MiB and a positive age", b.Name, b.PSSBytes, b.Age)
+		}
+		rss := proctree.StatusField(b.PID, "VmRSS")
+		for _, pr := range proctree.Tree(b.PID) {
+			rss += proctree.StatusField(pr.PID, "VmRSS")
+		}
+		if b.PSSBytes >= uint64(rss)<<10 {
+			t.Errorf("Browsers() has %s with PSS %d bytes, its processes' resident sizes sum to %d: want PSS below (shared pages split)", b.Name, b.PSSBytes, rss<<10)
 		}
 		contexts += b.Contexts
 	}
@@ -31,22 +41,22 @@ func TestBrowsersDescribesTheLocalBrowsers(t *testing.T) {
 	}
 }
 
-func TestTreeRSSSumsDescendants(t *testing.T) {
-	rss := func(pid int) uint64 { return uint64(pid) * 100 }
+func TestTreeSumSumsDescendants(t *testing.T) {
+	size := func(pid int) uint64 { return uint64(pid) * 100 }
 	// 1 has children 2 and 3, 3 has 4; 5 is not below 1; 4 lists 1 as a
 	// child (a recycled pid), which must not count twice.
 	tree := map[int][]int{1: {2, 3}, 3: {4}, 4: {1}, 6: {5}}
-	if got := treeRSS(tree, 1, rss); got != 1000 {
-		t.Errorf("treeRSS(1) = %d, want 1000 (processes 1-4, each once)", got)
+	if got := treeSum(tree, 1, size); got != 1000 {
+		t.Errorf("treeSum(1) = %d, want 1000 (processes 1-4, each once)", got)
 	}
-	if got := treeRSS(tree, 6, rss); got != 1100 {
-		t.Errorf("treeRSS(6) = %d, want 1100 (processes 6 and 5)", got)
+	if got := treeSum(tree, 6, size); got != 1100 {
+		t.Errorf("treeSum(6) = %d, want 1100 (processes 6 and 5)", got)
 	}
-	if got := treeRSS(map[int][]int{}, os.Getpid(), processRSS); got == 0 {
-		t.Errorf("treeRSS(this process) = 0, want its resident memory")
+	if got := treeSum(map[int][]int{}, os.Getpid(), processPSS); got == 0 {
+		t.Errorf("treeSum(this process, processPSS) = 0, want its memory")
 	}
-	if got := processRSS(1 << 30); got != 0 {
-		t.Errorf("processRSS(no such pid) = %d, want 0", got)
+	if got := processPSS(1 << 30); got != 0 {
+		t.Errorf("processPSS(no such pid) = %d, want 0", got)
 	}
 }
 

@@ -77,7 +77,7 @@ type fakeBrowsers struct{}
 
 func (fakeBrowsers) Stats() browser.Stats { return browser.Stats{Browsers: 1, Warm: 2, WarmHits: 3} }
 func (fakeBrowsers) Browsers() []browser.BrowserInfo {
-	return []browser.BrowserInfo{{Name: "local-1", PID: 4242, Contexts: 2, Created: 5, Age: time.Minute, RSSBytes: 300 << 20}}
+	return []browser.BrowserInfo{{Name: "local-1", PID: 4242, Contexts: 2, Created: 5, Age: time.Minute, PSSBytes: 300 << 20}}
 }
 
 // recordingDrainer records SetDraining and drains the manager, as
@@ -492,7 +492,7 @@ func TestStateJSONShape(t *testing.T) {
 	if len(s.Queue) != 1 || s.Queue[0].Position != 1 || s.Capacity.Waiting != 1 || s.Capacity.Active != 2 || s.Capacity.Capacity != 2 {
 		t.Errorf("state queue %+v, capacity %+v; want one waiter, 2 of 2 active", s.Queue, s.Capacity)
 	}
-	if len(s.Browsers) != 1 || s.Browsers[0].PID != 4242 || s.Browsers[0].RSSBytes != 300<<20 || s.Capacity.WarmContexts != 2 {
+	if len(s.Browsers) != 1 || s.Browsers[0].PID != 4242 || s.Browsers[0].PSSBytes != 300<<20 || s.Capacity.WarmContexts != 2 {
 		t.Errorf("state browsers %+v, warm %d; want the fake pool's", s.Browsers, s.Capacity.WarmContexts)
 	}
 	if !s.Invariant.OK || !strings.HasPrefix(s.Invariant.Text, "Holding") {

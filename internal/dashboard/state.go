@@ -86,7 +86,7 @@ type BrowserState struct {
 	Remote   bool    `json:"remote"`
 	Contexts int     `json:"contexts"`
 	Created  int     `json:"created"`
-	RSSBytes uint64  `json:"rss_bytes"`
+	PSSBytes uint64  `json:"pss_bytes"`
 	Age      float64 `json:"age_seconds"`
 	Retiring string  `json:"retiring,omitempty"`
 }
@@ -163,7 +163,7 @@ func (h *Handler) state(viewer string) State {
 		s.Capacity.WarmContexts, s.Capacity.WarmHits, s.Capacity.WarmMisses = bs.Warm, bs.WarmHits, bs.WarmMisses
 		for _, b := range h.cfg.Browsers.Browsers() {
 			s.Browsers = append(s.Browsers, BrowserState{Name: b.Name, PID: b.PID, Remote: b.Remote,
-				Contexts: b.Contexts, Created: b.Created, RSSBytes: b.RSSBytes, Age: seconds(b.Age), Retiring: b.Retiring})
+				Contexts: b.Contexts, Created: b.Created, PSSBytes: b.PSSBytes, Age: seconds(b.Age), Retiring: b.Retiring})
 		}
 	}
 	s.Reclaims = ReclaimsState{Minutes: h.reclaims.series(now), LastHour: map[string]uint64{}}

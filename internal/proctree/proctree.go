@@ -1,12 +1,13 @@
 // Package proctree reads Linux's /proc for the commands and tests that watch
-// the broker's processes from outside: the live descendants of a process
-// (the broker's Playwright driver, its Chromium browsers and their helpers)
-// and a few figures per process: memory, open files, threads, CPU time.
+// the broker's processes from outside, and for the memory the browser pool
+// reports to operators: the live descendants of a process (the broker's
+// Playwright driver, its Chromium browsers and their helpers) and a few
+// figures per process: memory, open files, threads, CPU time.
 //
 // Every reader is a snapshot and forgives a process that exits while it
 // reads: a process gone is left out of Tree, and the figures read as zero
 // (or -1 for OpenFDs). It only looks: the browser pool, which kills the
-// processes it started, keeps its own reader in internal/browser.
+// processes it started, keeps its own process identity in internal/browser.
 package proctree
 
 import (

@@ -77,7 +77,7 @@ function renderSummary(s) {
     card("Queue", String(c.waiting), c.waiting ? "oldest waited " + duration(c.oldest_wait_seconds) : "nobody waits"),
     card("Warm pool", String(c.warm_contexts), c.warm_hits + " hits, " + c.warm_misses + " misses"),
     card("Sticky sessions", String(c.sessions_held + c.sessions_warm), c.sessions_held + " held, " + c.sessions_warm + " warm"),
-    card("Browsers", String(s.browsers.length), mib(s.browsers.reduce((a, b) => a + b.rss_bytes, 0)) + " resident"),
+    card("Browsers", String(s.browsers.length), mib(s.browsers.reduce((a, b) => a + b.pss_bytes, 0)) + " (PSS)"),
     card("Memory", c.memory_low ? "low" : "ok", c.memory_detail || "no --min-free-memory"),
     card("Granted", String(s.totals.granted), s.totals.reclaimed + " reclaimed, up " + duration(s.uptime_seconds)),
   ];
@@ -167,7 +167,7 @@ function renderQueue(q) {
 }
 
 function renderBrowsers(bs) {
-  renderTable("#browsers", bs, (b) => [b.name, b.remote ? "remote" : (b.pid || "?"), b.contexts + " (" + b.created + " made)", mib(b.rss_bytes), duration(b.age_seconds), b.retiring ? "retiring: " + b.retiring : ""]);
+  renderTable("#browsers", bs, (b) => [b.name, b.remote ? "remote" : (b.pid || "?"), b.contexts + " (" + b.created + " made)", mib(b.pss_bytes), duration(b.age_seconds), b.retiring ? "retiring: " + b.retiring : ""]);
   $("#browser-count").textContent = "(" + bs.length + ")";
   $("#no-browsers").hidden = bs.length > 0;
 }
