@@ -94,7 +94,6 @@ type config struct {
 	coreConc     []int
 	memLevels    []int
 	memSettle    time.Duration
-	skipMemory   bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -128,7 +127,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	coreConc := fs.String("core-concurrency", "1,"+strconv.Itoa(4*cpus)+",64", "concurrencies of the fake-backend churn, comma-separated")
 	memLevels := fs.String("memory-leases", "0,10,50", "lease counts at which memory is read, comma-separated")
 	fs.DurationVar(&c.memSettle, "memory-settle", 3*time.Second, "wait after loading the pages before reading memory")
-	fs.BoolVar(&c.skipMemory, "skip-memory", false, "skip the memory measurement")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -182,9 +180,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var err error
 	if c.sections, err = parseSections(*sections); err != nil {
 		return c, fmt.Errorf("--sections: %w", err)
-	}
-	if c.skipMemory {
-		c.sections["memory"] = false
 	}
 	if c.coreConc, err = parseInts(*coreConc); err != nil {
 		return c, fmt.Errorf("--core-concurrency: %w", err)

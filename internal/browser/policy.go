@@ -138,6 +138,7 @@ type egressPolicy struct {
 	deny   []deniedNetwork
 	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 	log    *zap.Logger
+	errLog *log.Logger    // net/http's complaints, for every context's proxy
 	denied *atomic.Uint64 // Stats.PolicyDenied
 }
 
@@ -146,7 +147,7 @@ func newEgressPolicy(cfg Config, denied *atomic.Uint64) *egressPolicy {
 	if !cfg.DenyPrivateNetworks {
 		return nil
 	}
-	ep := &egressPolicy{deny: cfg.deniedNetworks, lookup: cfg.lookupHost, log: cfg.Logger, denied: denied}
+	ep := &egressPolicy{deny: cfg.deniedNetworks, lookup: cfg.lookupHost, log: cfg.Logger, errLog: stdLog(cfg.Logger), denied: denied}
 	if ep.deny == nil {
 		ep.deny = deniedNetworks
 	}
@@ -265,7 +266,7 @@ func (ep *egressPolicy) listen() (*egressProxy, error) {
 		},
 		Transport:     forwardedFor{ex.transport},
 		FlushInterval: -1, // event streams and long polls flow as they come
-		ErrorLog:      ep.stdLog(),
+		ErrorLog:      ep.errLog,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, _ error) {
 			// No response at all: the page sees a network error
 			// (net::ERR_EMPTY_RESPONSE), as it would without a proxy,
@@ -280,7 +281,7 @@ func (ep *egressPolicy) listen() (*egressProxy, error) {
 	ex.srv = &http.Server{
 		Handler:           ex,
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          ep.stdLog(),
+		ErrorLog:          ep.errLog,
 	}
 	go func() {
 		defer close(ex.served)
@@ -291,8 +292,8 @@ func (ep *egressPolicy) listen() (*egressProxy, error) {
 
 // stdLog takes net/http's complaints (a client gone mid-body and such) at
 // debug level.
-func (ep *egressPolicy) stdLog() *log.Logger {
-	l, err := zap.NewStdLogAt(ep.log.Named("egress"), zap.DebugLevel)
+func stdLog(zl *zap.Logger) *log.Logger {
+	l, err := zap.NewStdLogAt(zl.Named("egress"), zap.DebugLevel)
 	if err != nil { // only for levels above Fatal
 		return log.New(io.Discard, "", 0)
 	}
