@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 // These tests run the real binaries as subprocesses, as operators do.
@@ -135,47 +135,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// descendants lists the pids below pid, from /proc.
+// descendants lists the pids below pid.
 func descendants(pid int) []int {
-	children := map[int][]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// Fields after the command name, which is in parentheses.
-		rest := string(stat[bytes.LastIndexByte(stat, ')')+2:])
-		fields := strings.Fields(rest)
-		if len(fields) < 2 || fields[0] == "Z" {
-			continue
-		}
-		ppid, _ := strconv.Atoi(fields[1])
-		children[ppid] = append(children[ppid], p)
-	}
 	var out []int
-	var walk func(int)
-	walk = func(p int) {
-		for _, c := range children[p] {
-			out = append(out, c)
-			walk(c)
-		}
+	for _, p := range proctree.Tree(pid) {
+		out = append(out, p.PID)
 	}
-	walk(pid)
 	return out
-}
-
-func alive(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
-	return len(fields) > 0 && fields[0] != "Z"
 }
 
 func waitGone(t *testing.T, pids []int, within time.Duration) {
@@ -184,7 +150,7 @@ func waitGone(t *testing.T, pids []int, within time.Duration) {
 	for {
 		var left []int
 		for _, p := range pids {
-			if alive(p) {
+			if proctree.Running(p) {
 				left = append(left, p)
 			}
 		}

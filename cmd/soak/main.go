@@ -438,7 +438,7 @@ func stillAlive(procs []proctree.Proc, within time.Duration) []int {
 	for {
 		var left []int
 		for _, p := range procs {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.PID)); err == nil && proctree.StatusField(p.PID, "Pid") == int64(p.PID) && !zombie(p.PID) {
+			if proctree.Alive(p) {
 				left = append(left, p.PID)
 			}
 		}
@@ -447,20 +447,6 @@ func stillAlive(procs []proctree.Proc, within time.Duration) []int {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func zombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return true
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "State:"); ok {
-			st := strings.TrimSpace(rest)
-			return strings.HasPrefix(st, "Z") || strings.HasPrefix(st, "X")
-		}
-	}
-	return false
 }
 
 func reasonName(r brokerv1.ReclaimReason) string {

@@ -1,11 +1,12 @@
 package browser
 
 import (
-	"github.com/browserbroker/broker/internal/proctree"
 	"os"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 func TestBrowsersDescribesTheLocalBrowsers(t *testing.T) {

@@ -74,6 +74,20 @@ func Tree(root int) []Proc {
 	return out
 }
 
+// Alive reports whether p still runs: its pid names a process started when
+// p was (not a later one that reuses the pid) that is not a zombie.
+func Alive(p Proc) bool {
+	s, ok := readStat(p.PID)
+	return ok && s.start == p.Start && s.state != 'Z' && s.state != 'X'
+}
+
+// Running reports whether some process with that pid runs (is not a
+// zombie). Alive also tells a reused pid apart.
+func Running(pid int) bool {
+	s, ok := readStat(pid)
+	return ok && s.state != 'Z' && s.state != 'X'
+}
+
 // StatusField is the number a field of /proc/PID/status starts with: kB
 // for the memory fields (VmRSS, VmHWM), a count for Threads; 0 when the
 // process or the field is missing.

@@ -233,3 +233,48 @@ func TestCPUTicks(t *testing.T) {
 		t.Errorf("CPUTicks(%d) = %d, want 0 for a pid no process has", gone, got)
 	}
 }
+
+// Alive follows one process: true while it runs; false once it is a
+// zombie, once it is reaped, and for a Proc whose start time is not the
+// running process's (its pid reused).
+func TestAlive(t *testing.T) {
+	cmd := start(t, "sleep", "34")
+	var p Proc
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		for _, q := range Tree(os.Getpid()) {
+			if q.PID == cmd.Process.Pid {
+				p = q
+			}
+		}
+		if p.PID != 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if p.PID == 0 {
+		t.Fatal("Tree does not list the sleep")
+	}
+	if !Alive(p) || !Running(p.PID) {
+		t.Fatalf("Alive(%+v), Running = %v, %v while it runs; want true, true", p, Alive(p), Running(p.PID))
+	}
+	if reused := (Proc{PID: p.PID, Start: p.Start + 1}); Alive(reused) {
+		t.Errorf("Alive(%+v) = true for another start time (a reused pid)", reused)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); zombieChild(os.Getpid()) != p.PID; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the killed sleep is not a zombie after 10s")
+		}
+	}
+	if Alive(p) || Running(p.PID) {
+		t.Errorf("Alive(%+v), Running = %v, %v for a zombie; want false, false", p, Alive(p), Running(p.PID))
+	}
+	_ = cmd.Wait()
+	if Alive(p) {
+		t.Errorf("Alive(%+v) = true once reaped", p)
+	}
+	if Alive(Proc{PID: gone}) || Running(gone) {
+		t.Error("Alive or Running(no such pid) = true")
+	}
+}
