@@ -126,8 +126,9 @@ func (f *fleetConfig) dialOptions(sec *security) ([]grpc.DialOption, error) {
 	return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, nil
 }
 
-// join joins the fleet: lease ids name this broker, and its registration
-// reports the lease manager's load.
+// join makes this broker's membership of the fleet: lease ids name this
+// broker, and its registration, once Started, reports the load of the
+// lease manager leases returns (which must exist by then).
 func (f *fleetConfig) join(leases func() *lease.Manager, addr string, log *zap.Logger) (*fleet.Fleet, *redis.Client, error) {
 	opt, err := redis.ParseURL(f.redisURL)
 	if err != nil {
@@ -140,19 +141,12 @@ func (f *fleetConfig) join(leases func() *lease.Manager, addr string, log *zap.L
 	fl, err := fleet.New(fleet.Config{Redis: rdb, ID: f.id, Address: addr, TTL: f.ttl, Logger: log,
 		Load: func() fleet.Load {
 			m := leases()
-			if m == nil {
-				return fleet.Load{}
-			}
 			st := m.Stats()
 			return fleet.Load{Capacity: st.Capacity, Active: st.Active, Waiting: st.Waiting, Free: m.Free(), Draining: st.Draining}
 		},
 		Sessions: func() []string {
-			m := leases()
-			if m == nil {
-				return nil
-			}
 			var keys []string
-			for _, s := range m.Sessions() {
+			for _, s := range leases().Sessions() {
 				keys = append(keys, s.Key)
 			}
 			return keys

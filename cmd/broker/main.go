@@ -326,14 +326,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("start browsers: %w", err)
 	}
-	var leasesRef atomic.Pointer[lease.Manager] // read by the fleet's heartbeat
+	var leases *lease.Manager
 	var fl *fleet.Fleet
 	var inFleet server.Fleet // nil, not a nil *fleet.Fleet, without a fleet
 	if c.fleet.redisURL != "" {
-		// The registration reports the lease manager's load once it exists
-		// (until then: full, so nothing is sent here).
+		// The fleet's session store serves the lease manager; the
+		// registration, started once the manager exists, reports its load.
 		var rdb io.Closer
-		if fl, rdb, err = c.fleet.join(leasesRef.Load, fleetAddr, log.Named("fleet")); err != nil {
+		if fl, rdb, err = c.fleet.join(func() *lease.Manager { return leases }, fleetAddr, log.Named("fleet")); err != nil {
 			return err
 		}
 		defer rdb.Close()
@@ -342,10 +342,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		c.lease.Sessions, sessions, saved = st, st, st
 		log.Info("fleet", zap.String("broker_id", fl.ID()), zap.String("advertise", fleetAddr))
 	}
-	leases := lease.New(server.BrowserBackend{Pool: pool, Store: saved}, c.lease)
-	leasesRef.Store(leases)
+	leases = lease.New(server.BrowserBackend{Pool: pool, Store: saved}, c.lease)
 	if fl != nil {
-		fl.Refresh() // registered as full until now
+		fl.Start()
 	}
 	metrics := server.NewMetrics(leases, pool)
 	srv := server.New(server.Config{

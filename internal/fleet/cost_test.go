@@ -87,6 +87,7 @@ func joinWith(t *testing.T, rdb *redis.Client, id string, ttl time.Duration) *Fl
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Start()
 	return f
 }
 

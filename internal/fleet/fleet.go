@@ -106,15 +106,16 @@ func OwnerOf(leaseID string) string {
 	return owner
 }
 
-// Fleet is this broker's membership. New registers it and starts the
-// heartbeat; Close stops it and deregisters.
+// Fleet is this broker's membership. New makes it, Start registers it and
+// starts the heartbeat, Close stops it and deregisters.
 type Fleet struct {
-	cfg  Config
-	rdb  *redis.Client
-	log  *zap.Logger
-	stop chan struct{}
-	done chan struct{}
-	kick chan struct{} // Nudge
+	cfg     Config
+	rdb     *redis.Client
+	log     *zap.Logger
+	stop    chan struct{}
+	done    chan struct{}
+	kick    chan struct{} // Nudge
+	started sync.Once
 
 	mu       sync.Mutex
 	healthy  bool                 // the last heartbeat reached Redis
@@ -131,9 +132,9 @@ type knownPeer struct {
 	fresh time.Time
 }
 
-// New registers this broker and starts renewing the registration. A
-// first registration that fails is not fatal: the broker serves alone and
-// keeps trying.
+// New checks cfg and makes this broker's membership, not registered yet:
+// its SessionStore serves the broker's lease manager, whose load the
+// registration reports, so Start comes once that manager exists.
 func New(cfg Config) (*Fleet, error) {
 	if cfg.Redis == nil || cfg.Load == nil || cfg.Address == "" {
 		return nil, errors.New("fleet: Redis, Load and Address are required")
@@ -155,9 +156,18 @@ func New(cfg Config) (*Fleet, error) {
 	}
 	f := &Fleet{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{}),
 		kick: make(chan struct{}, 1), known: map[string]knownPeer{}}
-	f.heartbeat()
-	go f.loop()
 	return f, nil
+}
+
+// Start registers this broker, with its load as Config.Load reports it
+// now, and starts renewing the registration. A first registration that
+// fails is not fatal: the broker serves alone and keeps trying. Later
+// calls do nothing.
+func (f *Fleet) Start() {
+	f.started.Do(func() {
+		f.heartbeat()
+		go f.loop()
+	})
 }
 
 // ID is this broker's id.
@@ -228,11 +238,6 @@ func (f *Fleet) noteRedis(err error) {
 		f.log.Info("fleet: registered", zap.String("broker_id", f.cfg.ID), zap.String("address", f.cfg.Address))
 	}
 }
-
-// Refresh renews the registration now, with the load as it is now,
-// rather than at the next heartbeat: when the broker's lease manager has
-// just started, say, so the fleet does not see it full until then.
-func (f *Fleet) Refresh() { f.heartbeat() }
 
 // Nudge asks for a heartbeat soon, without waiting for it: the load
 // changed (a lease was granted or ended), and the fleet should see it
@@ -405,6 +410,7 @@ func (f *Fleet) PickFree(ctx context.Context) (Member, bool, error) {
 // Close stops the heartbeat and removes the registration, so the others
 // stop sending work here at once rather than after the TTL.
 func (f *Fleet) Close() error {
+	f.started.Do(func() { close(f.done) }) // never started: no loop to wait for
 	close(f.stop)
 	<-f.done
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -57,6 +57,7 @@ func join(t *testing.T, r *testredis.Server, id string, load *atomic.Pointer[Loa
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Start()
 	return f
 }
 
@@ -193,6 +194,7 @@ func TestSessions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		f.Start()
 		return f
 	}
 	a := mk("a", func() []string { return *held.Load() })
@@ -246,5 +248,43 @@ func TestSessions(t *testing.T) {
 	}
 	if _, ok, err := s.Get("nothing"); err != nil || ok {
 		t.Errorf("Get(unknown) = %v, %v; want nothing, no error", ok, err)
+	}
+}
+
+// New registers nothing: a broker joins when Start reports the load of its
+// lease manager, so the others never see it before it can serve. Close
+// without Start is fine, and Start after Close does not register again.
+func TestStartRegisters(t *testing.T) {
+	r := testredis.Start(t)
+	ctx := context.Background()
+	rdb := client(t, r)
+	loads := 0
+	f, err := New(Config{Redis: rdb, ID: "a", Address: "a:1", TTL: time.Second,
+		Load: func() Load { loads++; return Load{Capacity: 2, Free: 2} }, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := f.Members(ctx); err != nil || len(ms) != 0 || loads != 0 {
+		t.Fatalf("after New: members %v (%v), Load asked %d times; want none, and not asked", ms, err, loads)
+	}
+	f.Start()
+	if ms, err := f.Members(ctx); err != nil || len(ms) != 1 || ms[0].Load.Free != 2 {
+		t.Fatalf("after Start: members %v (%v); want a with its load", ms, err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Start()
+	if ms, err := f.Members(ctx); err != nil || len(ms) != 0 {
+		t.Fatalf("after Close and Start: members %v (%v); want none", ms, err)
+	}
+
+	g, err := New(Config{Redis: rdb, ID: "b", Address: "b:1", TTL: time.Second,
+		Load: func() Load { return Load{} }, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatalf("Close without Start = %v", err)
 	}
 }
