@@ -72,14 +72,7 @@ func shortMessage(err error) string {
 	for _, prefix := range []string{"playwright: ", "target closed: ", "timeout: "} {
 		msg = strings.TrimPrefix(msg, prefix)
 	}
-	if len(msg) > maxMessage {
-		cut := maxMessage
-		for cut > 0 && !utf8.RuneStart(msg[cut]) {
-			cut--
-		}
-		msg = msg[:cut] + "…"
-	}
-	return msg
+	return clip(msg, maxMessage)
 }
 
 // maxLogMessage bounds fullMessage: a launch error carries the browser's
@@ -93,14 +86,19 @@ func fullMessage(err error) string {
 	if pe := (*playwright.Error)(nil); errors.As(err, &pe) && !strings.Contains(msg, pe.Message) {
 		msg += ": " + pe.Message
 	}
-	if len(msg) > maxLogMessage {
-		cut := maxLogMessage
-		for cut > 0 && !utf8.RuneStart(msg[cut]) {
-			cut--
-		}
-		msg = msg[:cut] + "…"
+	return clip(msg, maxLogMessage)
+}
+
+// clip cuts msg to at most n bytes, on a character boundary, marking the
+// cut with "…".
+func clip(msg string, n int) string {
+	if len(msg) <= n {
+		return msg
 	}
-	return msg
+	for n > 0 && !utf8.RuneStart(msg[n]) {
+		n--
+	}
+	return msg[:n] + "…"
 }
 
 // scriptMessage is the message of a page script's error, all its lines
