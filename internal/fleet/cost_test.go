@@ -133,7 +133,9 @@ func TestMembersIndex(t *testing.T) {
 	raw := client(t, r)
 	fill(t, raw, 10_000)
 	rdb, trips := counted(t, r)
-	a := joinWith(t, rdb, "a", 900*time.Millisecond)
+	// a lives through the test (a heartbeat a second); b's key expires
+	// soon after it stops.
+	a := joinWith(t, rdb, "a", 3*time.Second)
 	defer a.Close()
 	b := joinWith(t, client(t, r), "b", 900*time.Millisecond)
 
@@ -173,7 +175,7 @@ func TestMembersIndex(t *testing.T) {
 	// A live broker lost from the index (say, by a prune that raced with
 	// its registration) is back within a heartbeat.
 	raw.SRem(ctx, "browserbroker:members", "a")
-	waitUntil(t, "a back in the index", 2*time.Second, func() bool {
+	waitUntil(t, "a back in the index", 4*time.Second, func() bool {
 		ms, err := a.Members(ctx)
 		return err == nil && slices.Equal(ids(ms), []string{"a"})
 	})
