@@ -5,6 +5,7 @@ package testredis
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -36,16 +37,26 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip("redis-server not installed; run `make test`")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := &Server{t: t, port: port, dir: t.TempDir()}
-	s.start()
+	s := &Server{t: t, dir: t.TempDir()}
 	t.Cleanup(s.Stop)
-	return s
+	// The port is free when picked, but another process (any outgoing
+	// connection takes an ephemeral port) may take it before redis-server
+	// binds it: then another one is picked.
+	for attempt := 1; ; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		log, err := s.start()
+		if err == nil {
+			return s
+		}
+		if attempt == 5 || !strings.Contains(log, "Address already in use") {
+			t.Fatalf("%v:\n%s", err, log)
+		}
+	}
 }
 
 // Addr is host:port.
@@ -54,16 +65,17 @@ func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
 // URL is the redis:// URL of database 0.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
-func (s *Server) start() {
-	s.t.Helper()
+// start runs redis-server on s.port and waits until it is ready; on
+// failure, it returns why and what the server logged.
+func (s *Server) start() (string, error) {
 	cmd := exec.Command("redis-server", "--port", fmt.Sprint(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		s.t.Fatal(err)
+		return "", err
 	}
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start redis-server: %v", err)
+		return "", fmt.Errorf("start redis-server: %w", err)
 	}
 	s.cmd, s.done = cmd, make(chan struct{})
 	ready := make(chan struct{})
@@ -93,10 +105,13 @@ func (s *Server) start() {
 	}()
 	select {
 	case <-ready:
+		return "", nil
 	case <-done:
-		s.t.Fatalf("redis-server exited at start:\n%s", logged())
+		s.cmd = nil
+		return logged(), errors.New("redis-server exited at start")
 	case <-time.After(20 * time.Second):
-		s.t.Fatalf("redis-server not ready after 20s:\n%s", logged())
+		s.Stop()
+		return logged(), errors.New("redis-server not ready after 20s")
 	}
 }
 
@@ -114,5 +129,7 @@ func (s *Server) Stop() {
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
-	s.start()
+	if log, err := s.start(); err != nil {
+		s.t.Fatalf("%v:\n%s", err, log)
+	}
 }
