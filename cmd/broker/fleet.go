@@ -142,7 +142,8 @@ func (f *fleetConfig) join(leases func() *lease.Manager, addr string, log *zap.L
 		Load: func() fleet.Load {
 			m := leases()
 			st := m.Stats()
-			return fleet.Load{Capacity: st.Capacity, Active: st.Active, Waiting: st.Waiting, Free: m.Free(), Draining: st.Draining}
+			return fleet.Load{Capacity: st.Capacity, Active: st.Active, Waiting: st.Waiting, Free: m.Free(), Draining: st.Draining,
+				Principals: m.Principals()}
 		},
 		Sessions: func() []string {
 			var keys []string

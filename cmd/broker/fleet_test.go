@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
@@ -402,4 +404,51 @@ func TestFleetTLSAndTokens(t *testing.T) {
 	}
 	second.release(t)
 	first.release(t)
+}
+
+// A principal's limit of live leases counts its leases on every broker of
+// the fleet: alice, with a limit of 2, holds one on b1 and one on b2, and
+// a third through b1 (which has room) is refused, naming both; once she
+// releases the one on b2, b1 grants again.
+func TestFleetPrincipalLimitCountsEveryBroker(t *testing.T) {
+	needDeps(t)
+	r := testredis.Start(t)
+	const alice, ops = "alice-token-0123456789", "ops-token-0123456789abc"
+	tokens := writeTokens(t, alice+" alice client\n"+ops+" ops admin\n")
+	var bs []*brokerProc
+	for i := 1; i <= 2; i++ {
+		bs = append(bs, startBroker(t, "--max-leases", "2", "--redis", r.URL(), "--broker-id", fmt.Sprintf("b%d", i),
+			"--fleet-ttl", "1500ms", "--auth-tokens", tokens, "--max-leases-per-principal", "2"))
+	}
+	as := func(b *brokerProc, token string) *grpc.ClientConn {
+		return dialWith(t, b.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(tokenCreds(token)))
+	}
+	admin := brokerv1.NewAdminServiceClient(as(bs[0], ops))
+	onB1 := acquireLease(t, as(bs[0], alice), 0)
+	onB2 := acquireLease(t, as(bs[1], alice), 0)
+	if fleet.OwnerOf(onB1.id) != "b1" || fleet.OwnerOf(onB2.id) != "b2" {
+		t.Fatalf("alice's leases: %s through b1, %s through b2; want one on each", onB1.id, onB2.id)
+	}
+	// b1 sees b2's registration with alice's lease (reading the fleet's
+	// stats through b1 also refreshes b1's view of the others).
+	waitFleet(t, admin, 5*time.Second, "b2 with one active lease", func(s *brokerv1.GetStatsResponse) bool {
+		return len(s.GetMembers()) == 2 && s.GetMembers()[1].GetActive() == 1
+	})
+	err := tryAcquire(t, as(bs[0], alice))
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "1 leases here and 1 on other brokers") {
+		t.Fatalf("alice's third acquire through b1 = %v, want RESOURCE_EXHAUSTED counting her lease on b2", err)
+	}
+	onB2.release(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := tryAcquire(t, as(bs[0], alice))
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
+			t.Fatalf("alice's acquire through b1 after releasing the lease on b2 = %v, want granted within 10s", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	onB1.release(t)
 }

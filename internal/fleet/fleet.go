@@ -43,6 +43,10 @@ type Load struct {
 	// Free is how many leases it could grant now without waiting.
 	Free     int
 	Draining bool
+	// Principals is how many leases each principal holds (or is
+	// acquiring) on the broker: the others count them toward the
+	// principal's limit of live leases (PrincipalLeases).
+	Principals map[string]int `json:",omitempty"`
 }
 
 // Member is a live broker as it last registered.
@@ -122,6 +126,8 @@ type Fleet struct {
 	lastErr  error                // why not, when not
 	reported bool                 // a heartbeat has run (its state was logged)
 	known    map[string]knownPeer // live when last read, by id
+	// membersRead is when Members last read every member into known.
+	membersRead time.Time
 }
 
 // knownPeer is a registration as last read from Redis. Lookup serves it
@@ -307,7 +313,7 @@ func (f *Fleet) Members(ctx context.Context) ([]Member, error) {
 	for _, m := range out {
 		known[m.ID] = knownPeer{m: m, fresh: f.known[m.ID].fresh}
 	}
-	f.known = known
+	f.known, f.membersRead = known, time.Now()
 	f.mu.Unlock()
 	return out, nil
 }
@@ -334,6 +340,31 @@ func (f *Fleet) prune(ctx context.Context, ids []string) error {
 		args[i] = id
 	}
 	return pruneMembers.Run(ctx, f.rdb, keys, args...).Err()
+}
+
+// PrincipalLeases is how many leases principal holds on the other live
+// brokers, as they last registered: a broker's lease limits count them
+// beside its own. It reads the members again when its view is older than
+// a heartbeat interval (two round trips), so the count is at most about
+// two heartbeats old; while Redis is away it counts the last seen.
+func (f *Fleet) PrincipalLeases(principal string) int {
+	f.mu.Lock()
+	stale := time.Since(f.membersRead) > f.cfg.Heartbeat
+	f.mu.Unlock()
+	if stale {
+		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
+		_, _ = f.Members(ctx) // on failure: the last seen
+		cancel()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for id, k := range f.known {
+		if id != f.cfg.ID {
+			n += k.m.Load.Principals[principal]
+		}
+	}
+	return n
 }
 
 // Lookup returns the live broker with that id. It is asked on every call

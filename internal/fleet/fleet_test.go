@@ -288,3 +288,29 @@ func TestStartRegisters(t *testing.T) {
 		t.Fatalf("Close without Start = %v", err)
 	}
 }
+
+// PrincipalLeases counts a principal's leases on the other brokers, as
+// they registered, not this broker's own; it reads them again once its
+// view is a heartbeat old.
+func TestPrincipalLeases(t *testing.T) {
+	r := testredis.Start(t)
+	var la, lb atomic.Pointer[Load]
+	la.Store(&Load{Principals: map[string]int{"alice": 5}})
+	lb.Store(&Load{Principals: map[string]int{"alice": 2, "bob": 1}})
+	a := join(t, r, "a", &la, 900*time.Millisecond)
+	defer a.Close()
+	b := join(t, r, "b", &lb, 900*time.Millisecond)
+	defer b.Close()
+	if got := a.PrincipalLeases("alice"); got != 2 {
+		t.Errorf("a.PrincipalLeases(alice) = %d, want b's 2 (not a's own 5)", got)
+	}
+	if got := b.PrincipalLeases("alice"); got != 5 {
+		t.Errorf("b.PrincipalLeases(alice) = %d, want a's 5", got)
+	}
+	if got := a.PrincipalLeases("carol"); got != 0 {
+		t.Errorf("a.PrincipalLeases(carol) = %d, want 0", got)
+	}
+	lb.Store(&Load{Principals: map[string]int{"alice": 3}})
+	b.Nudge()
+	waitUntil(t, "a to see b's third lease of alice", 5*time.Second, func() bool { return a.PrincipalLeases("alice") == 3 })
+}

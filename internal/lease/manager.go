@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	mrand "math/rand/v2"
 	"runtime"
 	"sync"
@@ -86,6 +87,10 @@ type Config struct {
 	// (or be opening) at once; beyond it acquires fail at once with
 	// ErrLimit. 0: no limit for that principal.
 	PrincipalLimit func(principal string) int
+	// PrincipalElsewhere, when set, is how many leases a principal holds
+	// elsewhere (on the other brokers of a fleet); they count toward its
+	// PrincipalLimit beside its leases here.
+	PrincipalElsewhere func(principal string) int
 	// IDPrefix begins every lease id, before a random text. Default "l_";
 	// a fleet's brokers put their own id in it, so an id names its owner.
 	IDPrefix string
@@ -428,18 +433,34 @@ func (m *Manager) countPrincipal(p string) error {
 	if p == "" {
 		return nil
 	}
-	limit := 0
+	limit, elsewhere := 0, 0
 	if m.cfg.PrincipalLimit != nil {
 		limit = m.cfg.PrincipalLimit(p)
 	}
+	if limit > 0 && m.cfg.PrincipalElsewhere != nil {
+		elsewhere = m.cfg.PrincipalElsewhere(p) // outside the lock: it may read the network's view
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if n := m.byPrincipal[p]; limit > 0 && n >= limit {
+	if n := m.byPrincipal[p]; limit > 0 && n+elsewhere >= limit {
 		m.failures++
+		if elsewhere > 0 {
+			return fmt.Errorf("%w: principal %q holds or is acquiring %d leases here and %d on other brokers of the fleet (its limit of live leases is %d)",
+				ErrLimit, p, n, elsewhere, limit)
+		}
 		return fmt.Errorf("%w: principal %q holds or is acquiring %d leases (its limit of live leases is %d)", ErrLimit, p, n, limit)
 	}
 	m.byPrincipal[p]++
 	return nil
+}
+
+// Principals returns how many leases each principal holds or is acquiring
+// here (anonymous ones not counted): what a fleet's other brokers count
+// toward its limit.
+func (m *Manager) Principals() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.byPrincipal)
 }
 
 func (m *Manager) uncountPrincipalLocked(p string) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -734,5 +735,31 @@ func TestPrincipalsOwnTheirLeasesAndHaveLimits(t *testing.T) {
 		}
 		// The limit counts live leases: after the release alice may again.
 		mustAcquire(t, m, AcquireRequest{Principal: "alice"})
+	})
+}
+
+// In a fleet, a principal's leases on the other brokers count toward its
+// limit here; Principals reports its leases here for the others to count.
+func TestPrincipalLimitCountsLeasesElsewhere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var elsewhere atomic.Int32
+		m, _ := newManager(t, Config{Capacity: 4,
+			PrincipalLimit:     func(string) int { return 3 },
+			PrincipalElsewhere: func(p string) int { return int(elsewhere.Load()) }})
+		mustAcquire(t, m, AcquireRequest{Principal: "alice"})
+		mustAcquire(t, m, AcquireRequest{Principal: "bob"})
+		if got := m.Principals(); got["alice"] != 1 || got["bob"] != 1 || len(got) != 2 {
+			t.Fatalf("Principals() = %v, want alice 1, bob 1", got)
+		}
+		elsewhere.Store(2) // 1 here + 2 elsewhere = the limit of 3
+		_, err := m.Acquire(context.Background(), AcquireRequest{Principal: "alice"}, nil)
+		if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "1 leases here and 2 on other brokers") {
+			t.Fatalf("acquire of alice with 2 leases elsewhere = %v, want ErrLimit counting both", err)
+		}
+		elsewhere.Store(1)
+		mustAcquire(t, m, AcquireRequest{Principal: "alice"})
+		if got := m.Principals(); got["alice"] != 2 {
+			t.Fatalf("Principals() = %v, want alice 2", got)
+		}
 	})
 }
