@@ -256,6 +256,7 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	waitFor("the reclaim chart's bar", `() => document.querySelectorAll('#chart svg rect').length > 0`, nil)
 	waitFor("the browser table", `() => document.querySelectorAll('#browsers tbody tr').length > 0`, nil)
+	waitFor("the crashes card", `() => document.querySelector('#summary').innerText.includes('0 browser, 0 page, 0 driver')`, nil)
 	if path := os.Getenv("DASHBOARD_SCREENSHOT"); path != "" {
 		if _, err := page.Screenshot(playwright.PageScreenshotOptions{Path: playwright.String(path), FullPage: playwright.Bool(true)}); err != nil {
 			t.Errorf("saving the dashboard screenshot to %s: %v", path, err)

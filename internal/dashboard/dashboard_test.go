@@ -75,7 +75,9 @@ func (s *fakeSession) Screenshot(ctx context.Context, o browser.ScreenshotOption
 // fakeBrowsers is a pool of one browser.
 type fakeBrowsers struct{}
 
-func (fakeBrowsers) Stats() browser.Stats { return browser.Stats{Browsers: 1, Warm: 2, WarmHits: 3} }
+func (fakeBrowsers) Stats() browser.Stats {
+	return browser.Stats{Browsers: 1, Warm: 2, WarmHits: 3, Launches: 4, BrowserCrashes: 1, PageCrashes: 2}
+}
 func (fakeBrowsers) Browsers() []browser.BrowserInfo {
 	return []browser.BrowserInfo{{Name: "local-1", PID: 4242, Contexts: 2, Created: 5, Age: time.Minute, PSSBytes: 300 << 20}}
 }
@@ -494,6 +496,9 @@ func TestStateJSONShape(t *testing.T) {
 	}
 	if len(s.Browsers) != 1 || s.Browsers[0].PID != 4242 || s.Browsers[0].PSSBytes != 300<<20 || s.Capacity.WarmContexts != 2 {
 		t.Errorf("state browsers %+v, warm %d; want the fake pool's", s.Browsers, s.Capacity.WarmContexts)
+	}
+	if s.Totals["browser_launches"] != 4 || s.Totals["browser_crashes"] != 1 || s.Totals["page_crashes"] != 2 || s.Totals["driver_crashes"] != 0 {
+		t.Errorf("state totals %v, want the fake pool's launches and crashes", s.Totals)
 	}
 	if !s.Invariant.OK || !strings.HasPrefix(s.Invariant.Text, "Holding") {
 		t.Errorf("state invariant = %+v, want holding", s.Invariant)

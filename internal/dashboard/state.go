@@ -161,6 +161,10 @@ func (h *Handler) state(viewer string) State {
 	if h.cfg.Browsers != nil {
 		bs := h.cfg.Browsers.Stats()
 		s.Capacity.WarmContexts, s.Capacity.WarmHits, s.Capacity.WarmMisses = bs.Warm, bs.WarmHits, bs.WarmMisses
+		s.Totals["browser_launches"] = bs.Launches
+		s.Totals["browser_crashes"] = bs.BrowserCrashes
+		s.Totals["page_crashes"] = bs.PageCrashes
+		s.Totals["driver_crashes"] = bs.DriverCrashes
 		for _, b := range h.cfg.Browsers.Browsers() {
 			s.Browsers = append(s.Browsers, BrowserState{Name: b.Name, PID: b.PID, Remote: b.Remote,
 				Contexts: b.Contexts, Created: b.Created, PSSBytes: b.PSSBytes, Age: seconds(b.Age), Retiring: b.Retiring})

@@ -80,6 +80,8 @@ function renderSummary(s) {
     card("Browsers", String(s.browsers.length), mib(s.browsers.reduce((a, b) => a + b.pss_bytes, 0)) + " (PSS)"),
     card("Memory", c.memory_low ? "low" : "ok", c.memory_detail || "no --min-free-memory"),
     card("Granted", String(s.totals.granted), s.totals.reclaimed + " reclaimed, up " + duration(s.uptime_seconds)),
+    card("Crashes", String((s.totals.browser_crashes || 0) + (s.totals.page_crashes || 0) + (s.totals.driver_crashes || 0)),
+      (s.totals.browser_crashes || 0) + " browser, " + (s.totals.page_crashes || 0) + " page, " + (s.totals.driver_crashes || 0) + " driver"),
   ];
   $("#summary").replaceChildren(...cards);
 }
