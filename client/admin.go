@@ -43,6 +43,30 @@ func (c *Client) Revoke(ctx context.Context, id, message string) (brokerv1.Recla
 	return resp.GetReason(), nil
 }
 
+// Sessions lists the broker's sticky sessions: those held by a lease or
+// warm between leases, and those only saved (under --state-dir, or in a
+// fleet's Redis), by key.
+func (c *Client) Sessions(ctx context.Context) ([]*brokerv1.SessionInfo, error) {
+	resp, err := c.admin.ListSessions(ctx, &brokerv1.ListSessionsRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetSessions(), nil
+}
+
+// DeleteSession ends a sticky session for good: the lease holding it (if
+// any) is revoked, its browser context closed and its saved state removed;
+// its generations go on from where they were if the key is used again. It
+// returns the reason the holding lease ended for (UNSPECIFIED when none
+// held it). An unknown key is NOT_FOUND.
+func (c *Client) DeleteSession(ctx context.Context, key string) (brokerv1.ReclaimReason, error) {
+	resp, err := c.admin.DeleteSession(ctx, &brokerv1.DeleteSessionRequest{SessionKey: key})
+	if err != nil {
+		return brokerv1.ReclaimReason_RECLAIM_REASON_UNSPECIFIED, err
+	}
+	return resp.GetLeaseReason(), nil
+}
+
 // Stats reports the broker's capacity, counters and lease invariant.
 func (c *Client) Stats(ctx context.Context) (*brokerv1.GetStatsResponse, error) {
 	return c.admin.GetStats(ctx, &brokerv1.GetStatsRequest{})

@@ -134,3 +134,47 @@ func TestWaitIdleFails(t *testing.T) {
 		t.Errorf("WaitIdle() on a stopped broker = %v, %v; want nil, UNAVAILABLE", st, err)
 	}
 }
+
+// Sessions lists a sticky session held, then warm; DeleteSession of a held
+// one revokes its lease, of a warm one closes it, and an unknown key is
+// NOT_FOUND.
+func TestSessionsAndDeleteSession(t *testing.T) {
+	b := startBroker(t, lease.Config{Capacity: 2, SessionIdleTTL: time.Minute})
+	c := dial(t, b.addr)
+	ctx := t.Context()
+
+	held := acquire(t, c, client.AcquireOptions{SessionKey: "shop-1", TTL: time.Minute})
+	ss, err := c.Sessions(ctx)
+	if err != nil || len(ss) != 1 || ss[0].GetSessionKey() != "shop-1" ||
+		ss[0].GetState() != brokerv1.SessionState_SESSION_STATE_HELD || ss[0].GetLeaseId() != held.ID() || ss[0].GetGeneration() != 1 {
+		t.Fatalf("Sessions() with shop-1 held = %v, %v; want it HELD by %s, generation 1", ss, err, held.ID())
+	}
+	if _, err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ss, err = c.Sessions(ctx); err != nil || len(ss) != 1 || ss[0].GetState() != brokerv1.SessionState_SESSION_STATE_WARM {
+		t.Fatalf("Sessions() after the release = %v, %v; want shop-1 WARM", ss, err)
+	}
+	if reason, err := c.DeleteSession(ctx, "shop-1"); err != nil || reason != brokerv1.ReclaimReason_RECLAIM_REASON_UNSPECIFIED {
+		t.Fatalf("DeleteSession(warm shop-1) = %v, %v; want no lease reason", reason, err)
+	}
+	if ss, err = c.Sessions(ctx); err != nil || len(ss) != 0 {
+		t.Fatalf("Sessions() after the delete = %v, %v; want none", ss, err)
+	}
+
+	again := acquire(t, c, client.AcquireOptions{SessionKey: "shop-1", TTL: time.Minute})
+	if reason, err := c.DeleteSession(ctx, "shop-1"); err != nil || reason != brokerv1.ReclaimReason_RECLAIM_REASON_REVOKED {
+		t.Fatalf("DeleteSession(held shop-1) = %v, %v; want its lease REVOKED", reason, err)
+	}
+	select {
+	case <-again.Done():
+	case <-time.After(guard):
+		t.Fatal("the holder of a deleted session was not told")
+	}
+	if r, _ := again.Reason(); r != brokerv1.ReclaimReason_RECLAIM_REASON_REVOKED {
+		t.Errorf("the holder of a deleted session saw %v, want REVOKED", r)
+	}
+	if _, err := c.DeleteSession(ctx, "nope"); status.Code(err) != codes.NotFound {
+		t.Errorf("DeleteSession(nope) = %v, want NOT_FOUND", err)
+	}
+}

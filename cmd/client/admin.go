@@ -124,6 +124,83 @@ func (c *cli) revoke(ctx context.Context, args []string) error {
 	return nil
 }
 
+func (c *cli) sessions(ctx context.Context, args []string) error {
+	fs := c.flagSet("sessions")
+	rest, err := c.parse(fs, args, true)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErrorf("sessions: unexpected argument %q", rest[0])
+	}
+	cl, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	sessions, err := callUnary(ctx, c.timeout, func(ctx context.Context) ([]*brokerv1.SessionInfo, error) {
+		return cl.Sessions(ctx)
+	})
+	if err != nil {
+		return rpcError("sessions", err)
+	}
+	if c.json {
+		return writeJSON(c.stdout, &brokerv1.ListSessionsResponse{Sessions: sessions})
+	}
+	if len(sessions) == 0 {
+		fmt.Fprintln(c.stdout, "no sessions")
+		return nil
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tSTATE\tGENERATION\tLEASE\tWAITING\tSAVED")
+	for _, s := range sessions {
+		lease := s.GetLeaseId()
+		if lease == "" {
+			lease = "-"
+		}
+		saved := "-"
+		if s.GetSavedAt() != nil {
+			saved = since(now, s.GetSavedAt()) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", s.GetSessionKey(), enumName(s.GetState()),
+			s.GetGeneration(), lease, s.GetWaiting(), saved)
+	}
+	return tw.Flush()
+}
+
+func (c *cli) deleteSession(ctx context.Context, args []string) error {
+	fs := c.flagSet("delete-session")
+	rest, err := c.parse(fs, args, true)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usageErrorf("delete-session: want one session key, got %d arguments", len(rest))
+	}
+	key := rest[0]
+	cl, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	reason, err := callUnary(ctx, c.timeout, func(ctx context.Context) (brokerv1.ReclaimReason, error) {
+		return cl.DeleteSession(ctx, key)
+	})
+	if err != nil {
+		return rpcError("delete-session "+key, err)
+	}
+	if c.json {
+		return writeJSON(c.stdout, &brokerv1.DeleteSessionResponse{LeaseReason: reason})
+	}
+	if reason == brokerv1.ReclaimReason_RECLAIM_REASON_UNSPECIFIED {
+		fmt.Fprintf(c.stdout, "session %s deleted\n", key)
+	} else {
+		fmt.Fprintf(c.stdout, "session %s deleted; its lease ended: %s\n", key, enumName(reason))
+	}
+	return nil
+}
+
 func (c *cli) stats(ctx context.Context, args []string) error {
 	fs := c.flagSet("stats")
 	rest, err := c.parse(fs, args, true)

@@ -287,3 +287,53 @@ func TestRevoke(t *testing.T) {
 		t.Errorf("revoke nope stderr = %q, want %q", r.stderr, want)
 	}
 }
+
+func TestSessions(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	f := newFakeBroker()
+	f.sessions = []*brokerv1.SessionInfo{
+		{SessionKey: `"alice"shop-1`, State: brokerv1.SessionState_SESSION_STATE_HELD, Generation: 4, LeaseId: "L1",
+			SavedAt: timestamppb.New(now.Add(-30 * time.Second)), Waiting: 1},
+		{SessionKey: "shop-2", State: brokerv1.SessionState_SESSION_STATE_SAVED, Generation: 9},
+	}
+	addr := startBroker(t, f)
+
+	r := runClient(t, t.Context(), "sessions", "--addr", addr)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if r.code != 0 || len(lines) != 3 {
+		t.Fatalf("sessions = %v, want a header and two rows", r)
+	}
+	for i, want := range [][]string{
+		{"KEY", "STATE", "GENERATION", "LEASE", "WAITING", "SAVED"},
+		{`"alice"shop-1`, "HELD", "4", "L1", "1", "30s", "ago"},
+		{"shop-2", "SAVED", "9", "-", "0", "-"},
+	} {
+		if got := strings.Fields(lines[i]); !slices.Equal(got, want) {
+			t.Errorf("sessions line %d = %q, want the fields %q", i, lines[i], want)
+		}
+	}
+	r = runClient(t, t.Context(), "--json", "sessions", "--addr", addr)
+	var doc struct {
+		Sessions []map[string]any `json:"sessions"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || len(doc.Sessions) != 2 || doc.Sessions[1]["generation"] != "9" {
+		t.Errorf("--json sessions = %v (parsed %v, %v), want both sessions, generation as a string", r, doc, err)
+	}
+
+	r = runClient(t, t.Context(), "delete-session", `"alice"shop-1`, "--addr", addr)
+	if want := "session \"alice\"shop-1 deleted; its lease ended: REVOKED\n"; r.code != 0 || r.stdout != want {
+		t.Errorf("delete-session of a held session = %v, want %q", r, want)
+	}
+	r = runClient(t, t.Context(), "delete-session", "shop-2", "--addr", addr)
+	if r.code != 0 || r.stdout != "session shop-2 deleted\n" {
+		t.Errorf("delete-session of a saved session = %v", r)
+	}
+	r = runClient(t, t.Context(), "delete-session", "nope", "--addr", addr)
+	if want := 10 + int(codes.NotFound); r.code != want {
+		t.Errorf("delete-session nope = %v, want exit %d", r, want)
+	}
+	if r = runClient(t, t.Context(), "delete-session", "--addr", addr); r.code != 2 {
+		t.Errorf("delete-session without a key = %v, want exit 2", r)
+	}
+}

@@ -53,6 +53,9 @@ Commands:
   lease-info ID              describe one lease
   revoke ID [--message M]    revoke a lease (its holder sees REVOKED)
   stats                      capacity, counters and the lease invariant
+  sessions                   list the sticky sessions: held, warm or saved
+  delete-session KEY         end a sticky session: its lease is revoked, its
+                             context closed, its saved state removed
   drain                      stop granting leases: new and queued acquires
                              fail with UNAVAILABLE, live leases go on, the
                              LeaseService health turns NOT_SERVING
@@ -221,6 +224,10 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.revoke(ctx, rest)
 	case "stats":
 		return c.stats(ctx, rest)
+	case "sessions":
+		return c.sessions(ctx, rest)
+	case "delete-session":
+		return c.deleteSession(ctx, rest)
 	case "drain":
 		return c.drain(ctx, rest)
 	case "undrain":

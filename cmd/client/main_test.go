@@ -42,6 +42,7 @@ type fakeBroker struct {
 	evals       map[string]string
 	shot        []byte
 	leases      []*brokerv1.LeaseInfo
+	sessions    []*brokerv1.SessionInfo
 	stats       *brokerv1.GetStatsResponse
 
 	revokeNow   chan *brokerv1.Revoked // the lease stream sends it and ends
@@ -294,6 +295,23 @@ func (f *fakeBroker) RevokeLease(ctx context.Context, req *brokerv1.RevokeLeaseR
 		}
 	}
 	return nil, status.Errorf(codes.NotFound, "lease %q not found", req.GetLeaseId())
+}
+
+func (f *fakeBroker) ListSessions(ctx context.Context, req *brokerv1.ListSessionsRequest) (*brokerv1.ListSessionsResponse, error) {
+	return &brokerv1.ListSessionsResponse{Sessions: f.sessions}, nil
+}
+
+func (f *fakeBroker) DeleteSession(ctx context.Context, req *brokerv1.DeleteSessionRequest) (*brokerv1.DeleteSessionResponse, error) {
+	for _, s := range f.sessions {
+		if s.GetSessionKey() == req.GetSessionKey() {
+			resp := &brokerv1.DeleteSessionResponse{}
+			if s.GetLeaseId() != "" {
+				resp.LeaseReason = brokerv1.ReclaimReason_RECLAIM_REASON_REVOKED
+			}
+			return resp, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "no session %q", req.GetSessionKey())
 }
 
 func (f *fakeBroker) GetStats(ctx context.Context, req *brokerv1.GetStatsRequest) (*brokerv1.GetStatsResponse, error) {
