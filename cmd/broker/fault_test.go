@@ -486,8 +486,8 @@ func TestFaultClientFrozen(t *testing.T) {
 	if s.GetReclaimedTotal() != 1 {
 		t.Errorf("GetStats() = %s, want only the one STREAM_CLOSED reclaim", statsString(s))
 	}
-	kill(t, cmd.Process.Pid, syscall.SIGCONT)
-	kill(t, cmd.Process.Pid, syscall.SIGKILL)
+	// runClient's cleanup resumes and kills the client: once resumed, it
+	// may see its stream gone and exit by itself first.
 }
 
 // 3. The Chromium browser process killed: its leases get
