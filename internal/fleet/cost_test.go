@@ -414,3 +414,48 @@ func TestSessionsList(t *testing.T) {
 		t.Errorf("List() with k0001 corrupt = %d records, %v; want the %d others and an error", len(recs), err, n+2+1000-1)
 	}
 }
+
+// PrincipalLeases reads the members at most once per heartbeat interval,
+// however many acquires ask, and while Redis is away answers from what it
+// last saw, without waiting on Redis for each call.
+func TestPrincipalLeasesRoundTrips(t *testing.T) {
+	r := testredis.Start(t)
+	rdb, trips := counted(t, r)
+	const ttl = 30 * time.Second // a 10s interval: no heartbeat meanwhile
+	a, err := New(Config{Redis: rdb, ID: "a", Address: "a:1", TTL: ttl,
+		Load: func() Load { return Load{} }, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Start()
+	defer a.Close()
+	b, err := New(Config{Redis: client(t, r), ID: "b", Address: "b:1", TTL: ttl,
+		Load: func() Load { return Load{Principals: map[string]int{"alice": 2}} }, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Start()
+	defer b.Close()
+
+	var n int
+	got := trips.during(func() {
+		for range 50 {
+			n = a.PrincipalLeases("alice")
+		}
+	})
+	if want := [][]string{{"smembers"}, {"mget"}}; n != 2 || !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("50 PrincipalLeases(alice) = %d with round trips %v; want 2, read once: %v", n, got, want)
+	}
+	r.Stop()
+	a.mu.Lock()
+	a.membersRead = time.Time{} // stale: the next call tries Redis
+	a.mu.Unlock()
+	got = trips.during(func() {
+		for range 50 {
+			n = a.PrincipalLeases("alice")
+		}
+	})
+	if n != 2 || len(got) != 1 {
+		t.Errorf("50 PrincipalLeases(alice) with Redis down = %d with round trips %v; want the last seen 2, and Redis tried once", n, got)
+	}
+}

@@ -345,11 +345,17 @@ func (f *Fleet) prune(ctx context.Context, ids []string) error {
 // PrincipalLeases is how many leases principal holds on the other live
 // brokers, as they last registered: a broker's lease limits count them
 // beside its own. It reads the members again when its view is older than
-// a heartbeat interval (two round trips), so the count is at most about
-// two heartbeats old; while Redis is away it counts the last seen.
+// a heartbeat interval (two round trips, by one caller at a time), so the
+// count is at most about two heartbeats old; while Redis is away it counts
+// the last seen, trying Redis again at most once per interval.
 func (f *Fleet) PrincipalLeases(principal string) int {
 	f.mu.Lock()
 	stale := time.Since(f.membersRead) > f.cfg.Heartbeat
+	if stale {
+		// One caller reads; the others, and every caller for the next
+		// interval when Redis is away, count what was last seen.
+		f.membersRead = time.Now()
+	}
 	f.mu.Unlock()
 	if stale {
 		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
