@@ -425,8 +425,13 @@ func (f *Fleet) Lookup(ctx context.Context, id string) (Member, error) {
 }
 
 // PickFree returns the live broker other than this one with the most free
-// capacity, not draining; false when none has room.
+// capacity, not draining; false when none has room. While the last
+// heartbeat did not reach Redis it fails at once with ErrUnavailable,
+// rather than making each acquire wait for Redis to time out.
 func (f *Fleet) PickFree(ctx context.Context) (Member, bool, error) {
+	if ok, err := f.Healthy(); !ok && err != nil {
+		return Member{}, false, f.unavailable(err)
+	}
 	ms, err := f.Members(ctx)
 	if err != nil {
 		return Member{}, false, err

@@ -166,6 +166,10 @@ func TestRedisRestart(t *testing.T) {
 		t.Errorf("Lookup(unknown) with Redis down = %v, want ErrUnavailable", err)
 	}
 	waitUntil(t, "a sees Redis down", 3*time.Second, func() bool { ok, _ := a.Healthy(); return !ok })
+	// Known down: PickFree does not wait for Redis again.
+	if _, ok, err := a.PickFree(ctx); ok || !errors.Is(err, ErrUnavailable) {
+		t.Errorf("PickFree() with Redis known down = %v, %v; want ErrUnavailable", ok, err)
+	}
 
 	r.Restart() // empty: every registration is gone
 	waitUntil(t, "both re-registered", 3*time.Second, func() bool {
