@@ -31,8 +31,9 @@ type Proc struct {
 
 // Tree lists the live processes below root, root itself not included:
 // depth first, each process before its children, siblings in pid order.
-// Zombies (state Z) and dying processes (X) are not listed, as they hold
-// no memory and run nothing, but the walk goes on below them.
+// Zombies (state Z), dying processes (X) and exiting ones (whose command
+// line is already gone) are not listed, as they hold no memory and run
+// nothing, but the walk goes on below them.
 func Tree(root int) []Proc {
 	entries, _ := os.ReadDir("/proc")
 	stats := map[int]stat{}
@@ -61,8 +62,11 @@ func Tree(root int) []Proc {
 			}
 			seen[pid] = true
 			if s := stats[pid]; s.state != 'Z' && s.state != 'X' {
+				// An empty command line: the process is exiting (its
+				// memory is gone, it is not a zombie yet), or a kernel
+				// thread; neither is listed.
 				cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-				if err == nil {
+				if err == nil && len(cmd) > 0 {
 					cmd = bytes.TrimRight(cmd, "\x00")
 					out = append(out, Proc{PID: pid, PPID: parent, Start: s.start, Cmdline: string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))})
 				}

@@ -68,6 +68,10 @@ func TestTree(t *testing.T) {
 	var sleeperZombie int
 	byPID, byCmdline := map[int]Proc{}, map[string]Proc{}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		// The zombies first, then the tree: read the other way round, a
+		// process could still be exiting when Tree looks at it.
+		sleeperZombie = zombieChild(sleeper)
+		selfZombie := zombieChild(self)
 		tree = Tree(self)
 		clear(byPID)
 		clear(byCmdline)
@@ -75,11 +79,10 @@ func TestTree(t *testing.T) {
 			byPID[p.PID] = p
 			byCmdline[p.Cmdline] = p
 		}
-		sleeperZombie = zombieChild(sleeper)
 		_, ok31 := byCmdline["sleep 31"]
 		_, ok32 := byCmdline["sleep 32"]
 		_, ok33 := byCmdline["sleep 33"]
-		if ok31 && ok32 && ok33 && sleeperZombie != 0 && zombieChild(self) == exited {
+		if ok31 && ok32 && ok33 && sleeperZombie != 0 && selfZombie == exited {
 			break
 		}
 		if time.Now().After(deadline) {
