@@ -414,6 +414,13 @@ func TestSessionsList(t *testing.T) {
 		t.Errorf("List() of %d sessions made %d round trips %v, want %d, no SCAN", len(recs), len(got), got, want)
 	}
 
+	// List reads no saved state (only when each was saved): a state it
+	// could not parse does not disturb it.
+	raw.Set(ctx, "browserbroker:session-state:k0000", "not json", 0)
+	if recs, err := s.List(); err != nil || len(recs) != n+2+1000 {
+		t.Errorf("List() with k0000's state unreadable = %d records, %v; want all, no error (states are not read)", len(recs), err)
+	}
+
 	// A corrupt record is reported; the others are still listed.
 	raw.Set(ctx, "browserbroker:session-gen:k0001", "not a number", 0)
 	if recs, err := s.List(); err == nil || len(recs) != n+2+1000-1 {

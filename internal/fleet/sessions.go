@@ -38,6 +38,10 @@ func (f *Fleet) ownerKey(key string) string { return f.cfg.Prefix + "session-own
 func (f *Fleet) genKey(key string) string   { return f.cfg.Prefix + "session-gen:" + key }
 func (f *Fleet) stateKey(key string) string { return f.cfg.Prefix + "session-state:" + key }
 
+// savedKey holds when the key's state was saved, beside the state itself,
+// so that listing sessions reads a timestamp, not every saved state.
+func (f *Fleet) savedKey(key string) string { return f.cfg.Prefix + "session-saved:" + key }
+
 // sessionsKey is the index of the session keys with a generation.
 func (f *Fleet) sessionsKey() string { return f.cfg.Prefix + "sessions" }
 
@@ -127,18 +131,23 @@ func (s *Sessions) NextGeneration(key string) (uint64, error) {
 	return uint64(incr.Val()), nil
 }
 
-// SaveStorage saves the key's storage state.
+// SaveStorage saves the key's storage state, and when, in one step.
 func (s *Sessions) SaveStorage(key string, storage []byte) error {
 	if len(storage) > state.MaxStorage {
 		return fmt.Errorf("fleet: storage state of %d bytes is over the %d limit", len(storage), state.MaxStorage)
 	}
-	b, err := json.Marshal(savedState{SavedAt: time.Now(), Storage: storage})
+	now := time.Now()
+	b, err := json.Marshal(savedState{SavedAt: now, Storage: storage})
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	if err := s.f.rdb.Set(ctx, s.f.stateKey(key), b, 0).Err(); err != nil {
+	if _, err := s.f.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, s.f.stateKey(key), b, 0)
+		p.Set(ctx, s.f.savedKey(key), now.UTC().Format(time.RFC3339Nano), 0)
+		return nil
+	}); err != nil {
 		return s.f.unavailable(err)
 	}
 	return nil
@@ -178,22 +187,26 @@ func record(key string, gen, saved any) (state.Record, bool, error) {
 func (s *Sessions) Forget(key string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	n, err := s.f.rdb.Del(ctx, s.f.stateKey(key)).Result()
-	if err != nil {
+	var del *redis.IntCmd
+	if _, err := s.f.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		del = p.Del(ctx, s.f.stateKey(key))
+		p.Del(ctx, s.f.savedKey(key))
+		return nil
+	}); err != nil {
 		return false, s.f.unavailable(err)
 	}
-	return n > 0, nil
+	return del.Val() > 0, nil
 }
 
-// listBatch is how many sessions' records one MGET of List reads: their
-// storage states come along (to read when each was saved), so a batch is
-// bounded to bound the memory it takes.
-const listBatch = 100
+// listBatch is how many sessions one MGET of List reads: a generation and
+// a timestamp each.
+const listBatch = 500
 
 // List returns the records of every key with a generation, by key, storage
-// state left out (as state.Store's). The keys come from the index; their
-// records are read listBatch at a time, one round trip each, each within
-// opTimeout.
+// state left out (as state.Store's): the generation and when the state was
+// saved, never the saved states themselves. The keys come from the index;
+// their records are read listBatch at a time, one round trip each, each
+// within opTimeout.
 func (s *Sessions) List() ([]state.Record, error) {
 	keys, err := s.keys()
 	if err != nil {
@@ -205,7 +218,7 @@ func (s *Sessions) List() ([]state.Record, error) {
 	for batch := range slices.Chunk(keys, listBatch) {
 		rkeys := make([]string, 0, 2*len(batch))
 		for _, k := range batch {
-			rkeys = append(rkeys, s.f.genKey(k), s.f.stateKey(k))
+			rkeys = append(rkeys, s.f.genKey(k), s.f.savedKey(k))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		vals, err := s.f.rdb.MGet(ctx, rkeys...).Result()
@@ -217,16 +230,31 @@ func (s *Sessions) List() ([]state.Record, error) {
 			if vals[2*i] == nil {
 				continue // not a key with a generation
 			}
-			r, _, err := record(k, vals[2*i], vals[2*i+1])
+			r, _, err := record(k, vals[2*i], nil)
+			if err == nil {
+				r.SavedAt, err = savedAt(k, vals[2*i+1])
+			}
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			r.Storage = nil
 			out = append(out, r)
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// savedAt parses a savedKey's value; zero when none is saved.
+func savedAt(key string, v any) (time.Time, error) {
+	s, ok := v.(string)
+	if !ok {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("fleet: save time of %q: %w", key, err)
+	}
+	return t, nil
 }
 
 // keys returns the indexed session keys, indexing first, once, those of
