@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/browserbroker/broker/client"
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 )
 
@@ -20,16 +21,11 @@ func (c *cli) leases(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageErrorf("leases: unexpected argument %q", rest[0])
 	}
-	cl, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	leases, err := callUnary(ctx, c.timeout, func(ctx context.Context) ([]*brokerv1.LeaseInfo, error) {
+	leases, err := adminCall(ctx, c, "leases", func(ctx context.Context, cl *client.Client) ([]*brokerv1.LeaseInfo, error) {
 		return cl.Leases(ctx, labels)
 	})
 	if err != nil {
-		return rpcError("leases", err)
+		return err
 	}
 	if c.json {
 		return writeJSON(c.stdout, &brokerv1.ListLeasesResponse{Leases: leases})
@@ -63,16 +59,11 @@ func (c *cli) leaseInfo(ctx context.Context, args []string) error {
 		return usageErrorf("lease-info: want one lease ID, got %d arguments", len(rest))
 	}
 	id := rest[0]
-	cl, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	l, err := callUnary(ctx, c.timeout, func(ctx context.Context) (*brokerv1.LeaseInfo, error) {
+	l, err := adminCall(ctx, c, "lease-info "+id, func(ctx context.Context, cl *client.Client) (*brokerv1.LeaseInfo, error) {
 		return cl.LeaseInfo(ctx, id)
 	})
 	if err != nil {
-		return rpcError("lease-info "+id, err)
+		return err
 	}
 	if c.json {
 		return writeJSON(c.stdout, &brokerv1.GetLeaseResponse{Lease: l})
@@ -106,16 +97,11 @@ func (c *cli) revoke(ctx context.Context, args []string) error {
 		return usageErrorf("revoke: want one lease ID, got %d arguments", len(rest))
 	}
 	id := rest[0]
-	cl, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	reason, err := callUnary(ctx, c.timeout, func(ctx context.Context) (brokerv1.ReclaimReason, error) {
+	reason, err := adminCall(ctx, c, "revoke "+id, func(ctx context.Context, cl *client.Client) (brokerv1.ReclaimReason, error) {
 		return cl.Revoke(ctx, id, message)
 	})
 	if err != nil {
-		return rpcError("revoke "+id, err)
+		return err
 	}
 	if c.json {
 		return writeJSON(c.stdout, &brokerv1.RevokeLeaseResponse{Reason: reason})
@@ -133,16 +119,11 @@ func (c *cli) sessions(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageErrorf("sessions: unexpected argument %q", rest[0])
 	}
-	cl, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	sessions, err := callUnary(ctx, c.timeout, func(ctx context.Context) ([]*brokerv1.SessionInfo, error) {
+	sessions, err := adminCall(ctx, c, "sessions", func(ctx context.Context, cl *client.Client) ([]*brokerv1.SessionInfo, error) {
 		return cl.Sessions(ctx)
 	})
 	if err != nil {
-		return rpcError("sessions", err)
+		return err
 	}
 	if c.json {
 		return writeJSON(c.stdout, &brokerv1.ListSessionsResponse{Sessions: sessions})
@@ -179,16 +160,11 @@ func (c *cli) deleteSession(ctx context.Context, args []string) error {
 		return usageErrorf("delete-session: want one session key, got %d arguments", len(rest))
 	}
 	key := rest[0]
-	cl, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	reason, err := callUnary(ctx, c.timeout, func(ctx context.Context) (brokerv1.ReclaimReason, error) {
+	reason, err := adminCall(ctx, c, "delete-session "+key, func(ctx context.Context, cl *client.Client) (brokerv1.ReclaimReason, error) {
 		return cl.DeleteSession(ctx, key)
 	})
 	if err != nil {
-		return rpcError("delete-session "+key, err)
+		return err
 	}
 	if c.json {
 		return writeJSON(c.stdout, &brokerv1.DeleteSessionResponse{LeaseReason: reason})
@@ -210,14 +186,11 @@ func (c *cli) stats(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageErrorf("stats: unexpected argument %q", rest[0])
 	}
-	cl, err := c.dial()
+	st, err := adminCall(ctx, c, "stats", func(ctx context.Context, cl *client.Client) (*brokerv1.GetStatsResponse, error) {
+		return cl.Stats(ctx)
+	})
 	if err != nil {
 		return err
-	}
-	defer cl.Close()
-	st, err := callUnary(ctx, c.timeout, cl.Stats)
-	if err != nil {
-		return rpcError("stats", err)
 	}
 	if c.json {
 		return writeJSON(c.stdout, st)

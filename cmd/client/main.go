@@ -364,6 +364,23 @@ func (c *cli) wantTLS() bool {
 }
 
 // callUnary runs one unary call under the --timeout limit.
+// adminCall dials the broker, makes one call under --timeout and closes
+// the connection: an admin command's whole exchange. A failed call's error
+// names what (see rpcError).
+func adminCall[T any](ctx context.Context, c *cli, what string, call func(context.Context, *client.Client) (T, error)) (T, error) {
+	var zero T
+	cl, err := c.dial()
+	if err != nil {
+		return zero, err
+	}
+	defer cl.Close()
+	v, err := callUnary(ctx, c.timeout, func(ctx context.Context) (T, error) { return call(ctx, cl) })
+	if err != nil {
+		return zero, rpcError(what, err)
+	}
+	return v, nil
+}
+
 func callUnary[T any](ctx context.Context, timeout time.Duration, call func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

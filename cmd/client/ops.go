@@ -9,6 +9,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/browserbroker/broker/client"
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 )
 
@@ -20,14 +21,11 @@ func (c *cli) drain(ctx context.Context, args []string) error {
 	if err := c.noArguments("drain", args); err != nil {
 		return err
 	}
-	cl, err := c.dial()
+	active, err := adminCall(ctx, c, "drain", func(ctx context.Context, cl *client.Client) (int, error) {
+		return cl.Drain(ctx)
+	})
 	if err != nil {
 		return err
-	}
-	defer cl.Close()
-	active, err := callUnary(ctx, c.timeout, cl.Drain)
-	if err != nil {
-		return rpcError("drain", err)
 	}
 	if c.json {
 		return writeJSON(c.stdout, &brokerv1.DrainResponse{Active: int32(active)})
@@ -40,14 +38,11 @@ func (c *cli) undrain(ctx context.Context, args []string) error {
 	if err := c.noArguments("undrain", args); err != nil {
 		return err
 	}
-	cl, err := c.dial()
+	_, err := adminCall(ctx, c, "undrain", func(ctx context.Context, cl *client.Client) (struct{}, error) {
+		return struct{}{}, cl.Undrain(ctx)
+	})
 	if err != nil {
 		return err
-	}
-	defer cl.Close()
-	_, err = callUnary(ctx, c.timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, cl.Undrain(ctx) })
-	if err != nil {
-		return rpcError("undrain", err)
 	}
 	if c.json {
 		return writeJSON(c.stdout, &brokerv1.UndrainResponse{})
@@ -154,17 +149,12 @@ func (c *cli) health(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageErrorf("health: unexpected argument %q", rest[0])
 	}
-	cl, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	st, err := callUnary(ctx, c.timeout, func(ctx context.Context) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	what := fmt.Sprintf("health %q", service)
+	st, err := adminCall(ctx, c, what, func(ctx context.Context, cl *client.Client) (healthpb.HealthCheckResponse_ServingStatus, error) {
 		return cl.Health(ctx, service)
 	})
-	what := fmt.Sprintf("health %q", service)
 	if err != nil {
-		return rpcError(what, err)
+		return err
 	}
 	if c.json {
 		if err := writeJSON(c.stdout, &healthpb.HealthCheckResponse{Status: st}); err != nil {
