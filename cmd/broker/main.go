@@ -290,6 +290,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer lis.Close()
+	// Both listeners before anything starts: a taken metrics port must
+	// not fail the start with the fleet joined and the server serving.
+	var mlis net.Listener
+	if c.metricsAddr != "" {
+		if mlis, err = net.Listen("tcp", c.metricsAddr); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		defer mlis.Close()
+	}
 	var fleetAddr string
 	var fleetDial []grpc.DialOption
 	if c.fleet.redisURL != "" {
@@ -369,11 +378,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer stopReload()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
-	if c.metricsAddr != "" {
-		mlis, err := net.Listen("tcp", c.metricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
+	if mlis != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler())
 		if c.security.dashboardAllowed(ctx, c.dashboard, c.metricsAddr, log) {

@@ -205,18 +205,25 @@ func loadTLS(c securityConfig) (*tls.Config, error) {
 		NextProtos:   []string{"h2"}, // gRPC needs ALPN h2
 	}
 	if c.clientCA != "" {
-		pem, err := os.ReadFile(c.clientCA)
-		if err != nil {
-			return nil, fmt.Errorf("--client-ca: %w", err)
+		if cfg.ClientCAs, err = certPool("--client-ca", c.clientCA); err != nil {
+			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--client-ca %s: no PEM certificate in it", c.clientCA)
-		}
-		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
+}
+
+// certPool reads the PEM CA file of flag at path.
+func certPool(flag, path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s %s: no PEM certificate in it", flag, path)
+	}
+	return pool, nil
 }
 
 // reload re-reads the tokens file and the TLS files. A file that fails to

@@ -363,7 +363,6 @@ func (c *cli) wantTLS() bool {
 	return c.useTLS || c.tlsCA != "" || c.tlsServerName != "" || c.tlsCert != ""
 }
 
-// callUnary runs one unary call under the --timeout limit.
 // adminCall dials the broker, makes one call under --timeout and closes
 // the connection: an admin command's whole exchange. A failed call's error
 // names what (see rpcError).
@@ -381,6 +380,7 @@ func adminCall[T any](ctx context.Context, c *cli, what string, call func(contex
 	return v, nil
 }
 
+// callUnary runs one unary call under the --timeout limit.
 func callUnary[T any](ctx context.Context, timeout time.Duration, call func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

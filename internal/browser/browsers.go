@@ -45,7 +45,7 @@ func (p *Pool) Browsers() []BrowserInfo {
 		bi := BrowserInfo{Name: br.name, Remote: br.src.remote(), PID: br.proc.pid,
 			Contexts: len(br.contexts), Created: br.created, Age: now.Sub(br.born), Retiring: br.retiring}
 		if br.killed && bi.Retiring == "" {
-			bi.Retiring = "a context close hung"
+			bi.Retiring = retiredHungClose
 		}
 		out = append(out, bi)
 	}

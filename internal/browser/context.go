@@ -785,7 +785,8 @@ func (c *Context) checkFullPage(pg playwright.Page) error {
 	if err != nil {
 		return err
 	}
-	size, _ := res.(map[string]any)["cssContentSize"].(map[string]any)
+	metrics, _ := res.(map[string]any) // nil for an empty result
+	size, _ := metrics["cssContentSize"].(map[string]any)
 	w, _ := size["width"].(float64)
 	h, _ := size["height"].(float64)
 	if w > MaxScreenshotSide || h > MaxScreenshotSide {

@@ -18,6 +18,7 @@ import (
 const (
 	retiredMaxContexts = "max contexts"
 	retiredMaxAge      = "max age"
+	retiredHungClose   = "a context close hung"
 )
 
 // retireAgedLocked retires the browsers past BrowserMaxAge.

@@ -216,7 +216,6 @@ func (ep *egressPolicy) checkOptions(o ContextOptions) error {
 type egressProxy struct {
 	policy    *egressPolicy
 	url       string // "http://127.0.0.1:port", the context's proxy server
-	ln        net.Listener
 	srv       *http.Server
 	transport *http.Transport
 	forward   *httputil.ReverseProxy
@@ -243,7 +242,6 @@ func (ep *egressPolicy) listen() (*egressProxy, error) {
 	ex := &egressProxy{
 		policy:  ep,
 		url:     "http://" + ln.Addr().String(),
-		ln:      ln,
 		served:  make(chan struct{}),
 		tunnels: map[net.Conn]struct{}{},
 	}

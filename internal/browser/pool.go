@@ -618,11 +618,16 @@ func ChromiumArgs() []string { return slices.Clone(chromiumArgs) }
 // exits while it starts, seen once in hundreds of CI runs on a loaded
 // machine, must not fail a broker's start or a lease's acquire; a broken
 // setup (no executable, bad flags) fails every attempt, and so costs
-// a second more to report.
+// a second more to report. A launch that times out is not tried again.
 const (
 	launchAttempts = 3
 	launchBackoff  = 250 * time.Millisecond
 )
+
+// errLaunchTimeout marks a launch (or driver start) that ran out of
+// LaunchTimeout. It is not ErrTimeout: to the client a launch failure is
+// the backend being unavailable, whatever the cause.
+var errLaunchTimeout = errors.New("timed out")
 
 // launchLocal runs launchBrowser until it succeeds, launchAttempts times,
 // or the pool closes. launchBrowser logs each failure whole, with the
@@ -631,14 +636,13 @@ func (p *Pool) launchLocal() error {
 	backoff := launchBackoff
 	for attempt := 1; ; attempt++ {
 		err := p.launchBrowser()
-		if err == nil || errors.Is(err, ErrClosed) {
-			return err
-		}
-		if attempt == launchAttempts {
+		// A launch that timed out is not tried again: it held launchSem
+		// for LaunchTimeout already, and every acquire waits behind it.
+		if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, errLaunchTimeout) || attempt == launchAttempts {
 			return err
 		}
 		p.log.Warn("retrying the browser launch", zap.Int("attempt", attempt+1), zap.Int("of", launchAttempts),
-			zap.Duration("after", backoff), zap.Error(err))
+			zap.Duration("after", backoff))
 		select {
 		case <-time.After(backoff):
 		case <-p.closing:
@@ -689,6 +693,9 @@ func (p *Pool) launchBrowser() error {
 		if isConnectionError(err) {
 			p.driverDied(inst, "launch failed: "+shortMessage(err))
 			return fmt.Errorf("%w: %w: %s", ErrLaunch, ErrDriverCrashed, shortMessage(err))
+		}
+		if errors.Is(err, playwright.ErrTimeout) {
+			return fmt.Errorf("%w: %s: %w: %s", ErrLaunch, what, errLaunchTimeout, shortMessage(err))
 		}
 		return fmt.Errorf("%w: %s: %s", ErrLaunch, what, shortMessage(err))
 	}
@@ -782,7 +789,7 @@ func (p *Pool) startDriver() (*instance, error) {
 				_ = r.pw.Stop()
 			}
 		})
-		return nil, fmt.Errorf("%w: playwright driver did not start within %s", ErrLaunch, p.cfg.LaunchTimeout)
+		return nil, fmt.Errorf("%w: %w: playwright driver did not start within %s", ErrLaunch, errLaunchTimeout, p.cfg.LaunchTimeout)
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: playwright driver in %s: %s", ErrLaunch, p.cfg.DriverDir, shortMessage(r.err))
@@ -1002,7 +1009,7 @@ func (p *Pool) retire(br *browser, closing *Context) {
 	}
 	p.mu.Unlock()
 	p.log.Error("context close hung; retiring its browser", zap.String("browser", br.name),
-		zap.String("reason", "hung context close"), zap.Int("pid", br.proc.pid), zap.Int("contexts_lost", len(lost)))
+		zap.String("reason", retiredHungClose), zap.Int("pid", br.proc.pid), zap.Int("contexts_lost", len(lost)))
 	err := fmt.Errorf("%w: browser retired after a hung context close", ErrBrowserCrashed)
 	for _, c := range lost {
 		c.markLost(err)

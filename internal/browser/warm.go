@@ -137,9 +137,17 @@ func (p *Pool) kickWarmLocked() {
 }
 
 // liveBegin and liveEnd bracket live work (see "Live work first" above).
-func (p *Pool) liveBegin() { p.live.Add(1) }
+// Without a warm pool there is no refill to yield, and they do nothing.
+func (p *Pool) liveBegin() {
+	if p.cfg.Warm > 0 {
+		p.live.Add(1)
+	}
+}
 
 func (p *Pool) liveEnd() {
+	if p.cfg.Warm <= 0 {
+		return
+	}
 	// The time first: a refill that sees live at zero reads a current one.
 	p.liveLast.Store(int64(time.Since(p.epoch)))
 	if p.live.Add(-1) == 0 {

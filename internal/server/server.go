@@ -11,6 +11,7 @@ import (
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 	"github.com/browserbroker/broker/internal/browser"
+	"github.com/browserbroker/broker/internal/fleet"
 	"github.com/browserbroker/broker/internal/lease"
 	"github.com/browserbroker/broker/internal/state"
 )
@@ -75,6 +76,7 @@ type Server struct {
 	health   *health.Server  // set by NewGRPCServer
 	acquires *acquireLimiter // nil: no rate limit
 	peers    *peers          // connections to the fleet's other brokers
+	ownIDs   string          // in a fleet, the prefix of this broker's lease ids
 }
 
 // setLeaseServing reports the lease service's readiness to health checks.
@@ -109,8 +111,12 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Server{cfg: cfg, leases: cfg.Leases, log: cfg.Logger, peers: &peers{dial: cfg.FleetDial},
+	s := &Server{cfg: cfg, leases: cfg.Leases, log: cfg.Logger, peers: &peers{dial: cfg.FleetDial},
 		acquires: newAcquireLimiter(cfg.AcquireRate, cfg.AcquireBurst, cfg.Now)}
+	if cfg.Fleet != nil {
+		s.ownIDs = fleet.LeaseIDPrefix(cfg.Fleet.ID())
+	}
+	return s
 }
 
 // Register registers the services on a gRPC server. Authentication and
