@@ -45,8 +45,9 @@ run: setup ## start the broker on localhost:7070 with defaults (extra flags: ARG
 	go run -ldflags '$(LDFLAGS)' ./cmd/broker --driver-dir $(DRIVER_DIR) --chromium $(CHROMIUM) $(ARGS)
 
 # Tests kill browsers and drivers on purpose; what those leave in TMPDIR
-# stays in a folder of ours.
-TEST_TMP := $(CACHE)/test-tmp
+# stays in a folder of ours: in /tmp, named after this clone, as Chromium
+# cannot start under a TMPDIR deeper than 62 bytes (its socket path).
+TEST_TMP := /tmp/browserbroker-test-$(shell printf %s '$(CURDIR)' | cksum | cut -d' ' -f1)
 
 test: setup ## run every test, with -race, against real Chromium
 	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)

@@ -52,6 +52,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/browserbroker/broker/client"
+	"github.com/browserbroker/broker/internal/browser"
 )
 
 // playwrightVersion is the driver version playwright-go v0.5200.1 drives.
@@ -345,7 +346,7 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 
 	// Chromium and the drivers leave profiles in TMPDIR: keep them in a
 	// folder of ours, removed at the end. Children inherit it.
-	tmp, err := os.MkdirTemp("", "bench-")
+	tmp, _, err := browser.MkdirTemp("bench-")
 	if err != nil {
 		return nil, err
 	}

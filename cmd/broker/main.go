@@ -314,11 +314,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Chromium and the driver put profiles and artifacts under TMPDIR and
 	// leave them behind when they crash: give them a folder of ours, removed
 	// when the broker stops.
-	tmp, err := os.MkdirTemp("", "broker-")
+	tmp, fellBack, err := browser.MkdirTemp("broker-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	if fellBack {
+		log.Warn("TMPDIR is too deep for Chromium's socket path; its temporary files go to /tmp instead",
+			zap.String("tmpdir", os.TempDir()), zap.String("dir", tmp))
+	}
 	os.Setenv("TMPDIR", tmp)
 
 	started := time.Now()

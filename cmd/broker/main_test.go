@@ -223,6 +223,29 @@ func TestClientLeaseWritesScreenshot(t *testing.T) {
 	}
 }
 
+// A TMPDIR too deep for Chromium's Unix socket (CI clones live under long
+// paths) must not stop the broker: its browsers start and serve a lease.
+func TestStartsUnderADeepTMPDIR(t *testing.T) {
+	deep := filepath.Join(t.TempDir(), strings.Repeat("d", 70))
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", deep)
+	p := startBroker(t, "--max-leases", "1", "--warm", "1")
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `<title>deep</title>`)
+	}))
+	defer site.Close()
+	out, err := exec.Command(filepath.Join(binDir, "client"), "--addr", p.addr, "lease", "--url", site.URL,
+		"--eval", "document.title").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"deep"`) {
+		t.Fatalf("client lease under a %d-byte TMPDIR: %v\n%s\nbroker:\n%s", len(deep), err, out, p.stderr.String())
+	}
+	if !strings.Contains(p.stderr.String(), "TMPDIR is too deep") {
+		t.Errorf("the broker did not say it moved Chromium's temporary files:\n%s", p.stderr.String())
+	}
+}
+
 // SIGTERM: every holder gets revoked{SHUTDOWN}, the broker exits 0 and
 // leaves no Chromium or driver process behind.
 func TestSigtermRevokesLeasesAndExitsClean(t *testing.T) {
