@@ -176,6 +176,23 @@ func TestFleet(t *testing.T) {
 		waitFleet(t, admin, 10*time.Second, "b1,b2,b3 registered again", func(s *brokerv1.GetStatsResponse) bool { return memberIDs(s) == "b1,b2,b3" })
 	})
 
+	t.Run("DuplicateID", func(t *testing.T) {
+		// A second broker "b1" would take b1's lease ids for its own: it
+		// refuses to start, and b1 stays registered.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "broker"), "--addr", "127.0.0.1:0", "--driver-dir", driverDir(),
+			"--state-dir", t.TempDir(), "--max-leases", "1", "--redis", r.URL(), "--broker-id", "b1", "--fleet-ttl", "1500ms").CombinedOutput()
+		if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "another live broker has this broker id") ||
+			!strings.Contains(string(out), "--broker-id") {
+			t.Fatalf("a second broker b1: %v\n%s\nwant it to exit, saying the id is taken", err, out)
+		}
+		waitFleet(t, admin, 5*time.Second, "b1,b2,b3 still", func(s *brokerv1.GetStatsResponse) bool { return memberIDs(s) == "b1,b2,b3" })
+		l := acquireLease(t, conn, 0)
+		navigate(t, page, l.id, site.URL)
+		l.release(t)
+	})
+
 	t.Run("BrokerKilled", func(t *testing.T) {
 		// b1 full, so the next lease lives on b2 or b3, held through b1.
 		own := acquireLease(t, conn, 0)
@@ -251,7 +268,8 @@ func TestFleet(t *testing.T) {
 // found on the broker that owns it (warm, with its cookie and
 // localStorage); when that broker is SIGKILLed, its ownership expires and
 // the session is restored elsewhere from its last save in Redis, with the
-// next fencing number.
+// next fencing number; when the next owner shuts down cleanly, another
+// broker restores it at once.
 func TestFleetStickySession(t *testing.T) {
 	needDeps(t)
 	r := testredis.Start(t)
@@ -259,7 +277,7 @@ func TestFleetStickySession(t *testing.T) {
 		fmt.Fprint(w, `<!doctype html><title>shop</title>`)
 	}))
 	defer site.Close()
-	bs := fleetOf(t, r, 2)
+	bs := fleetOf(t, r, 3)
 	c1, c2 := dial(t, bs[0].addr), dial(t, bs[1].addr)
 	p1, p2 := brokerv1.NewPageServiceClient(c1), brokerv1.NewPageServiceClient(c2)
 	const key = "account-7"
@@ -316,6 +334,22 @@ func TestFleetStickySession(t *testing.T) {
 	navigate(t, p2, l.id, site.URL+"/shop")
 	if got := evaluate(t, p2, l.id, readState); got != `"sid=kept | 3 apples"` {
 		t.Errorf("restored session state on b2 = %s, want the cookie and localStorage of the last save", got)
+	}
+	l.release(t)
+
+	// b2 shuts down cleanly: it saves the session and gives up its
+	// ownership, so b3 restores it at once, not a fleet TTL later.
+	kill(t, bs[1].cmd.Process.Pid, syscall.SIGTERM)
+	<-bs[1].exited
+	c3 := dial(t, bs[2].addr)
+	l, g = acquireSession(t, c3, key)
+	if fleet.OwnerOf(l.id) != "b3" || g.GetGeneration() != 4 || !g.GetSessionRestored() {
+		t.Fatalf("grant of %q right after b2 shut down: %s, %v; want b3's, generation 4, restored", key, l.id, g)
+	}
+	p3 := brokerv1.NewPageServiceClient(c3)
+	navigate(t, p3, l.id, site.URL+"/shop")
+	if got := evaluate(t, p3, l.id, readState); got != `"sid=kept | 3 apples"` {
+		t.Errorf("session state on b3 = %s, want the cookie and localStorage b2 saved", got)
 	}
 	l.release(t)
 }

@@ -358,7 +358,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	leases = lease.New(server.BrowserBackend{Pool: pool, Store: saved}, c.lease)
 	if fl != nil {
-		fl.Start()
+		if err := fl.Start(); err != nil {
+			// Another live broker has this id: its lease ids and sessions
+			// would be taken for ours.
+			closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			leases.Close(closeCtx)
+			pool.Close(closeCtx)
+			return err
+		}
 	}
 	metrics := server.NewMetrics(leases, pool)
 	srv := server.New(server.Config{

@@ -87,7 +87,9 @@ func joinWith(t *testing.T, rdb *redis.Client, id string, ttl time.Duration) *Fl
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Start()
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 

@@ -17,6 +17,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,9 @@ var ErrUnavailable = errors.New("fleet: Redis unreachable")
 // ErrUnknownBroker: no live broker has that id.
 var ErrUnknownBroker = errors.New("fleet: no live broker with that id")
 
+// ErrDuplicateID: another live broker registers with this broker's id.
+var ErrDuplicateID = errors.New("fleet: another live broker has this broker id")
+
 // Load is what a broker tells the fleet about itself at each heartbeat.
 type Load struct {
 	Capacity, Active, Waiting int
@@ -55,6 +59,9 @@ type Member struct {
 	Address string    `json:"address"`
 	Load    Load      `json:"load"`
 	At      time.Time `json:"at"` // the heartbeat that wrote it
+	// Instance is random per Fleet: a registration with this id but
+	// another instance is another broker's (or an earlier process's).
+	Instance string `json:"instance,omitempty"`
 }
 
 // Config configures a Fleet. Zero values mean the defaults.
@@ -120,6 +127,7 @@ type Fleet struct {
 	done    chan struct{}
 	kick    chan struct{} // Nudge
 	started sync.Once
+	inst    string // Member.Instance
 
 	mu       sync.Mutex
 	healthy  bool                 // the last heartbeat reached Redis
@@ -128,6 +136,10 @@ type Fleet struct {
 	known    map[string]knownPeer // live when last read, by id
 	// membersRead is when Members last read every member into known.
 	membersRead time.Time
+	// claimed is the session keys this broker claimed or renewed within
+	// the last TTL, by when: the ones it may still own, which Close
+	// releases.
+	claimed map[string]time.Time
 }
 
 // knownPeer is a registration as last read from Redis. Lookup serves it
@@ -161,19 +173,55 @@ func New(cfg Config) (*Fleet, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	f := &Fleet{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{}),
-		kick: make(chan struct{}, 1), known: map[string]knownPeer{}}
+		kick: make(chan struct{}, 1), known: map[string]knownPeer{}, claimed: map[string]time.Time{},
+		inst: rand.Text()}
 	return f, nil
 }
 
 // Start registers this broker, with its load as Config.Load reports it
 // now, and starts renewing the registration. A first registration that
-// fails is not fatal: the broker serves alone and keeps trying. Later
-// calls do nothing.
-func (f *Fleet) Start() {
+// fails for want of Redis is not fatal: the broker serves alone and keeps
+// trying. A registration under this id by another broker is: Start waits
+// for it to expire (an earlier process of this broker, killed), up to the
+// TTL and a heartbeat, and returns ErrDuplicateID as soon as it sees it
+// renewed (a live broker with the same id). Later calls do nothing.
+func (f *Fleet) Start() error {
+	var err error
 	f.started.Do(func() {
+		if err = f.awaitID(); err != nil {
+			close(f.done)
+			return
+		}
 		f.heartbeat()
 		go f.loop()
 	})
+	return err
+}
+
+// awaitID waits until this broker's id is free to register (or Redis is
+// away, which the heartbeat handles).
+func (f *Fleet) awaitID() error {
+	var first *Member
+	deadline := time.Now().Add(f.cfg.TTL + f.cfg.Heartbeat)
+	for {
+		other, err := f.register()
+		if err != nil || other == nil {
+			return nil
+		}
+		switch {
+		case first == nil:
+			first = other
+			f.log.Warn("fleet: a registration with this broker id exists; waiting for it to expire",
+				zap.String("broker_id", f.cfg.ID), zap.String("address", other.Address), zap.Time("at", other.At))
+		case !other.At.Equal(first.At) || other.Instance != first.Instance || time.Now().After(deadline):
+			return fmt.Errorf("%w: %q, at %s: give each broker its own --broker-id", ErrDuplicateID, f.cfg.ID, other.Address)
+		}
+		select {
+		case <-time.After(f.cfg.Heartbeat):
+		case <-f.stop:
+			return ErrDuplicateID
+		}
+	}
 }
 
 // ID is this broker's id.
@@ -204,7 +252,7 @@ func (f *Fleet) loop() {
 // heartbeat renews this broker's registration and its sticky sessions'
 // ownership.
 func (f *Fleet) heartbeat() {
-	if err := f.register(); err == nil {
+	if other, err := f.register(); err == nil && other == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
 		f.noteRedis(f.renewSessions(ctx))
 		cancel()
@@ -214,20 +262,49 @@ func (f *Fleet) heartbeat() {
 // register writes this broker's registration, with its load now and its
 // TTL, and its id into the index of members: one round trip. Each
 // heartbeat adds the id again, so an index that lost it (a Redis restart)
-// has it back within a heartbeat.
-func (f *Fleet) register() error {
-	m := Member{ID: f.cfg.ID, Address: f.cfg.Address, Load: f.cfg.Load(), At: time.Now()}
+// has it back within a heartbeat. A registration with this id by another
+// instance is left alone and returned; the fleet counts as unreachable
+// meanwhile, so this broker forwards nothing under an id that is not its
+// own.
+func (f *Fleet) register() (other *Member, err error) {
+	m := Member{ID: f.cfg.ID, Address: f.cfg.Address, Load: f.cfg.Load(), At: time.Now(), Instance: f.inst}
 	b, _ := json.Marshal(m)
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
 	defer cancel()
-	_, err := f.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, f.memberKey(f.cfg.ID), b, f.cfg.TTL)
-		p.SAdd(ctx, f.membersKey(), f.cfg.ID)
-		return nil
-	})
-	f.noteRedis(err)
-	return err
+	cur, err := registerMember.Run(ctx, f.rdb, []string{f.memberKey(f.cfg.ID), f.membersKey()},
+		b, f.cfg.TTL.Milliseconds(), f.inst, f.cfg.ID).Text()
+	switch {
+	case errors.Is(err, redis.Nil):
+		f.noteRedis(nil)
+		return nil, nil
+	case err != nil:
+		f.noteRedis(err)
+		return nil, err
+	}
+	other = &Member{}
+	if jerr := json.Unmarshal([]byte(cur), other); jerr != nil {
+		other.Address = "(unreadable registration)"
+	}
+	f.noteRedis(fmt.Errorf("%w: %q, at %s", ErrDuplicateID, f.cfg.ID, other.Address))
+	return other, nil
 }
+
+// registerMember sets the member key (KEYS[1]) to ARGV[1] with a TTL of
+// ARGV[2] ms and adds the id ARGV[4] to the index (KEYS[2]), unless the
+// key holds the registration of another instance than ARGV[3], which it
+// returns instead. (A registration without an instance, of an earlier
+// build, is replaced.)
+var registerMember = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, m = pcall(cjson.decode, cur)
+  if ok and type(m) == 'table' and type(m.instance) == 'string' and m.instance ~= ARGV[3] then
+    return cur
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[4])
+return false`)
 
 // noteRedis records whether Redis answered, and logs each change between
 // reaching it and not, once.
@@ -239,7 +316,7 @@ func (f *Fleet) noteRedis(err error) {
 	switch {
 	case !changed:
 	case err != nil:
-		f.log.Warn("fleet: Redis unreachable; serving this broker's leases only", zap.Error(err))
+		f.log.Warn("fleet: out of the fleet (Redis unreachable, or this id taken); serving this broker's leases only", zap.Error(err))
 	default:
 		f.log.Info("fleet: registered", zap.String("broker_id", f.cfg.ID), zap.String("address", f.cfg.Address))
 	}
@@ -449,21 +526,42 @@ func (f *Fleet) PickFree(ctx context.Context) (Member, bool, error) {
 	return best, found, nil
 }
 
-// Close stops the heartbeat and removes the registration, so the others
-// stop sending work here at once rather than after the TTL.
+// Close stops the heartbeat, removes the registration and gives up the
+// sticky sessions this broker owns, so the others stop sending work here,
+// and restore those sessions from their saved state, at once rather than
+// after the TTL. The caller has closed the sessions (and saved them)
+// first. What another broker (or instance) owns is left alone.
 func (f *Fleet) Close() error {
 	f.started.Do(func() { close(f.done) }) // never started: no loop to wait for
 	close(f.stop)
 	<-f.done
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err := f.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, f.memberKey(f.cfg.ID))
-		p.SRem(ctx, f.membersKey(), f.cfg.ID)
-		return nil
-	})
-	if err != nil {
+	keys := []string{f.memberKey(f.cfg.ID), f.membersKey()}
+	f.mu.Lock()
+	for k := range f.claimed {
+		keys = append(keys, f.ownerKey(k))
+	}
+	f.mu.Unlock()
+	if err := leave.Run(ctx, f.rdb, keys, f.inst, f.cfg.ID).Err(); err != nil {
 		return f.unavailable(err)
 	}
 	return nil
 }
+
+// leave removes the member key (KEYS[1]) and the id ARGV[2] from the index
+// (KEYS[2]) if the key is instance ARGV[1]'s registration, and the session
+// owner keys (KEYS[3...]) that name the broker ARGV[2].
+var leave = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, m = pcall(cjson.decode, cur)
+  if ok and type(m) == 'table' and m.instance == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    redis.call('SREM', KEYS[2], ARGV[2])
+  end
+end
+for i = 3, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[2] then redis.call('DEL', KEYS[i]) end
+end
+return 0`)

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -57,7 +58,9 @@ func join(t *testing.T, r *testredis.Server, id string, load *atomic.Pointer[Loa
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Start()
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 
@@ -198,7 +201,9 @@ func TestSessions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Start()
+		if err := f.Start(); err != nil {
+			t.Fatal(err)
+		}
 		return f
 	}
 	a := mk("a", func() []string { return *held.Load() })
@@ -271,14 +276,18 @@ func TestStartRegisters(t *testing.T) {
 	if ms, err := f.Members(ctx); err != nil || len(ms) != 0 || loads != 0 {
 		t.Fatalf("after New: members %v (%v), Load asked %d times; want none, and not asked", ms, err, loads)
 	}
-	f.Start()
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
 	if ms, err := f.Members(ctx); err != nil || len(ms) != 1 || ms[0].Load.Free != 2 {
 		t.Fatalf("after Start: members %v (%v); want a with its load", ms, err)
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	f.Start()
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
 	if ms, err := f.Members(ctx); err != nil || len(ms) != 0 {
 		t.Fatalf("after Close and Start: members %v (%v); want none", ms, err)
 	}
@@ -317,4 +326,107 @@ func TestPrincipalLeases(t *testing.T) {
 	lb.Store(&Load{Principals: map[string]int{"alice": 3}})
 	b.Nudge()
 	waitUntil(t, "a to see b's third lease of alice", 5*time.Second, func() bool { return a.PrincipalLeases("alice") == 3 })
+}
+
+// Two live brokers with one id would take each other's lease ids and
+// sessions: the second one's Start fails, once it sees the first renew its
+// registration, and its Close leaves the first's registration alone. The
+// registration of a process that died (not renewed) is waited out.
+func TestDuplicateID(t *testing.T) {
+	r := testredis.Start(t)
+	ctx := context.Background()
+	var load atomic.Pointer[Load]
+	load.Store(&Load{Capacity: 1, Free: 1})
+	ttl := 600 * time.Millisecond
+	a := join(t, r, "a", &load, ttl)
+	defer a.Close()
+
+	dup, err := New(Config{Redis: client(t, r), ID: "a", Address: "elsewhere:7070", TTL: ttl,
+		Load: func() Load { return *load.Load() }, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := dup.Start(); !errors.Is(err, ErrDuplicateID) {
+		t.Fatalf("Start of a second broker a = %v, want ErrDuplicateID", err)
+	}
+	if took := time.Since(start); took > ttl+ttl/3+200*time.Millisecond {
+		t.Errorf("the duplicate was found after %v; want within the TTL and a heartbeat (%v)", took, ttl+ttl/3)
+	}
+	if err := dup.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := a.Lookup(ctx, "a"); err != nil || m.Address != "a:7070" {
+		t.Fatalf("after the duplicate's Close: Lookup(a) = %+v, %v; want the first broker's registration", m, err)
+	}
+	time.Sleep(ttl) // past the first broker's TTL: renewed, not dropped
+	if ms, err := a.Members(ctx); err != nil || len(ms) != 1 || ms[0].Address != "a:7070" {
+		t.Fatalf("members %+v, %v; want the first broker a only", ms, err)
+	}
+
+	// A registration of "b" by a process that died: not renewed, so the
+	// next b waits for it to expire and then joins.
+	dead, _ := json.Marshal(Member{ID: "b", Address: "b:7070", At: time.Now(), Instance: "killed"})
+	if err := client(t, r).Set(ctx, a.memberKey("b"), dead, ttl).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{Redis: client(t, r), ID: "b", Address: "b:7070", TTL: ttl,
+		Load: func() Load { return *load.Load() }, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if err := b.Start(); err != nil {
+		t.Fatalf("Start after a dead process's registration = %v, want it waited out", err)
+	}
+	defer b.Close()
+	if took := time.Since(start); took > ttl+ttl/3+200*time.Millisecond {
+		t.Errorf("b joined after %v; want within the TTL and a heartbeat", took)
+	}
+	waitUntil(t, "b registered", 2*time.Second, func() bool {
+		m, err := a.Lookup(ctx, "b")
+		return err == nil && m.Instance == b.inst
+	})
+}
+
+// Close gives up the sticky sessions the broker owns, so another broker
+// claims them at once, not a TTL later; one another broker owns stays
+// its own.
+func TestCloseReleasesSessions(t *testing.T) {
+	r := testredis.Start(t)
+	ctx := context.Background()
+	var load atomic.Pointer[Load]
+	load.Store(&Load{Capacity: 1})
+	mk := func(id string, sessions []string) *Fleet {
+		f, err := New(Config{Redis: client(t, r), ID: id, Address: id + ":1", TTL: time.Minute,
+			Load: func() Load { return *load.Load() }, Sessions: func() []string { return sessions },
+			Logger: zaptest.NewLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	a := mk("a", []string{"renewed"})
+	b := mk("b", nil)
+	defer b.Close()
+	if o, err := a.ClaimSession(ctx, "claimed"); err != nil || o != "a" {
+		t.Fatalf("a.ClaimSession = %q, %v", o, err)
+	}
+	if o, err := b.ClaimSession(ctx, "theirs"); err != nil || o != "b" {
+		t.Fatalf("b.ClaimSession = %q, %v", o, err)
+	}
+	if o, err := a.ClaimSession(ctx, "renewed"); err != nil || o != "a" {
+		t.Fatalf("a.ClaimSession = %q, %v", o, err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{"claimed": "b", "renewed": "b", "theirs": "b"} {
+		if o, err := b.ClaimSession(ctx, key); err != nil || o != want {
+			t.Errorf("after a.Close, b.ClaimSession(%s) = %q, %v; want %s (with a TTL of a minute)", key, o, err, want)
+		}
+	}
 }

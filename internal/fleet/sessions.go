@@ -59,6 +59,11 @@ func (f *Fleet) ClaimSession(ctx context.Context, key string) (string, error) {
 	if err != nil {
 		return "", f.unavailable(err)
 	}
+	if owner == f.cfg.ID {
+		f.mu.Lock()
+		f.claimed[key] = time.Now()
+		f.mu.Unlock()
+	}
 	return owner, nil
 }
 
@@ -88,6 +93,17 @@ func (f *Fleet) renewSessions(ctx context.Context) error {
 		return nil
 	}
 	keys := f.cfg.Sessions()
+	now := time.Now()
+	f.mu.Lock()
+	for _, k := range keys {
+		f.claimed[k] = now
+	}
+	for k, at := range f.claimed {
+		if now.Sub(at) > f.cfg.TTL {
+			delete(f.claimed, k) // expired unless another instance renews it
+		}
+	}
+	f.mu.Unlock()
 	for len(keys) > 0 {
 		n := min(len(keys), 500)
 		ks := make([]string, n)
