@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -436,6 +437,37 @@ func TestAuthAcquireRatePerPrincipal(t *testing.T) {
 	wantCode(t, "alice's acquire right after the refilled one", err, codes.ResourceExhausted, "acquire rate limit")
 	if got := b.leases.Stats().GrantedTotal; got != 4 {
 		t.Fatalf("granted %d leases, want 4: refused acquires must not reach the lease manager", got)
+	}
+}
+
+// claimCounter is a fleet of one broker that counts the sticky sessions
+// it is asked to claim.
+type claimCounter struct {
+	Fleet
+	claims atomic.Int32
+}
+
+func (f *claimCounter) ID() string { return "b1" }
+func (f *claimCounter) Nudge()     {}
+func (f *claimCounter) ClaimSession(context.Context, string) (string, error) {
+	f.claims.Add(1)
+	return "b1", nil
+}
+
+// In a fleet, an acquire over the rate limit is refused at the door,
+// before it costs a round trip to Redis or another broker.
+func TestAuthAcquireRateChargedBeforeTheFleet(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	fl := &claimCounter{}
+	b := newBroker(t, lease.Config{Capacity: 2}, withAuth(0), func(_ *lease.Config, sc *Config, _ *GRPCConfig) {
+		sc.AcquireRate, sc.AcquireBurst, sc.Now, sc.Fleet = 1, 1, clock.Now, fl
+	})
+	alice := b.as(t, aliceToken)
+	alice.acquire(t, &brokerv1.Acquire{SessionKey: "shop"}).release()
+	_, err := alice.tryAcquire(t, &brokerv1.Acquire{SessionKey: "shop"})
+	wantCode(t, "alice's second acquire in a burst of 1", err, codes.ResourceExhausted, "acquire rate limit")
+	if n := fl.claims.Load(); n != 1 {
+		t.Fatalf("the fleet was asked to claim %d sessions, want 1: the refused acquire must not reach it", n)
 	}
 }
 

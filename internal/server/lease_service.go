@@ -54,15 +54,18 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 		return err
 	}
 	req.Principal = caller.Name
+	// The rate limit is charged first, on every broker the acquire comes
+	// to: one a principal floods must not spend its Redis round trips and
+	// peer calls on the excess before refusing it.
+	if err := s.acquires.allow(caller.Name); err != nil {
+		return toStatus(s.log, err)
+	}
 	// In a fleet, a sticky session is served by the broker that owns it,
 	// and an acquire this broker cannot grant at once goes to one that can.
 	if s.cfg.Fleet != nil {
 		if handled, err := s.fleetAcquire(stream, first, req.SessionKey); handled {
 			return err
 		}
-	}
-	if err := s.acquires.allow(caller.Name); err != nil {
-		return toStatus(s.log, err)
 	}
 	asked := time.Now()
 	l, err := s.leases.Acquire(ctx, req, func(pos int) {
