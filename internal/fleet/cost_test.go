@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -473,4 +474,42 @@ func TestPrincipalLeasesRoundTrips(t *testing.T) {
 	if n != 2 || len(got) != 1 {
 		t.Errorf("50 PrincipalLeases(alice) with Redis down = %d with round trips %v; want the last seen 2, and Redis tried once", n, got)
 	}
+}
+
+// A burst of nudges (every grant and reclaim under churn) writes the
+// registration a few times, not once per nudge, and the last load is
+// written all the same.
+func TestNudgesAreThrottled(t *testing.T) {
+	r := testredis.Start(t)
+	rdb, trips := counted(t, r)
+	var active atomic.Int64
+	f, err := New(Config{Redis: rdb, ID: "a", Address: "a:7070", TTL: 30 * time.Second, // heartbeat 10s: only nudges write
+		Load: func() Load { return Load{Capacity: 1 << 20, Active: int(active.Load())} }, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const burst = 500 * time.Millisecond
+	start := time.Now()
+	got := trips.during(func() {
+		for time.Since(start) < burst {
+			active.Add(1)
+			f.Nudge()
+			time.Sleep(50 * time.Microsecond)
+		}
+	})
+	if max := int(burst/nudgeGap) + 2; len(got) < 1 || len(got) > max {
+		t.Errorf("%d nudges in %v made %d round trips; want 1 to %d (one per %v)", active.Load(), burst, len(got), max, nudgeGap)
+	}
+	want := int(active.Load())
+	waitUntil(t, "the last load registered", 2*nudgeGap+time.Second, func() bool {
+		m, err := f.Lookup(context.Background(), "a")
+		f.mu.Lock()
+		delete(f.known, "a") // read Redis each time
+		f.mu.Unlock()
+		return err == nil && m.Load.Active == want
+	})
 }

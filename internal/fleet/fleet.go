@@ -245,6 +245,17 @@ func (f *Fleet) loop() {
 			f.heartbeat()
 		case <-f.kick:
 			f.register() // the load only: sessions are renewed on the tick
+			// At most one nudged registration per nudgeGap: under churn
+			// the load is written a few times a second, not once per lease
+			// event. A nudge meanwhile waits in kick, so the last load is
+			// written at the gap's end.
+			gap := time.NewTimer(min(nudgeGap, f.cfg.Heartbeat))
+			select {
+			case <-f.stop:
+				gap.Stop()
+				return
+			case <-gap.C:
+			}
 		}
 	}
 }
@@ -322,9 +333,14 @@ func (f *Fleet) noteRedis(err error) {
 	}
 }
 
+// nudgeGap is the least time between two registrations that nudges ask
+// for.
+const nudgeGap = 100 * time.Millisecond
+
 // Nudge asks for a heartbeat soon, without waiting for it: the load
 // changed (a lease was granted or ended), and the fleet should see it
-// before the next tick. Nudges while one is pending are merged.
+// before the next tick. Nudges while one is pending are merged, and the
+// registrations they cause are at least nudgeGap apart.
 func (f *Fleet) Nudge() {
 	select {
 	case f.kick <- struct{}{}:
