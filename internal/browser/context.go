@@ -151,8 +151,10 @@ func (c *Context) Close(ctx context.Context) error {
 	}
 }
 
-// close does Close's work, once, within limit.
+// close does Close's work, once, within limit (and the egress's handlers
+// at most cancelGrace more, once the context is closed or retired).
 func (c *Context) close(limit time.Duration) {
+	deadline := time.Now().Add(limit)
 	c.endFresh() // no first command is coming
 	var err error
 	if done, _ := c.pool.within(nil, limit, func() error { return c.bc.Close() }); !done {
@@ -161,7 +163,7 @@ func (c *Context) close(limit time.Duration) {
 		c.pool.retire(c.br, c)
 		err = fmt.Errorf("close context: %w: close took over %s; browser retired", ErrTimeout, limit)
 	}
-	c.egress.close(limit)
+	c.egress.close(max(time.Until(deadline), cancelGrace))
 	c.pool.contextClosed(c)
 	c.closeErr = err
 	close(c.closeDone)
