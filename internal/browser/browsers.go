@@ -1,8 +1,6 @@
 package browser
 
 import (
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/browserbroker/broker/internal/proctree"
@@ -51,57 +49,19 @@ func (p *Pool) Browsers() []BrowserInfo {
 	}
 	p.mu.Unlock()
 	// /proc is read outside the lock: it is I/O.
-	var tree map[int][]int
+	var procs *proctree.Snapshot
 	for i, bi := range out {
 		if bi.PID <= 0 {
 			continue
 		}
-		if tree == nil {
-			tree = processTree()
+		if procs == nil {
+			procs = proctree.Read()
 		}
-		out[i].PSSBytes = treeSum(tree, bi.PID, processPSS)
+		pss := proctree.PSSKB(bi.PID)
+		for _, c := range procs.Tree(bi.PID) {
+			pss += proctree.PSSKB(c.PID)
+		}
+		out[i].PSSBytes = uint64(pss) << 10
 	}
 	return out
 }
-
-// processTree maps each live process id to its children's.
-func processTree() map[int][]int {
-	tree := map[int][]int{}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return tree
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ppid, _, _, ok := procStat(pid); ok {
-			tree[ppid] = append(tree[ppid], pid)
-		}
-	}
-	return tree
-}
-
-// treeSum sums size (a process's memory) over root and its descendants in
-// tree, each process once.
-func treeSum(tree map[int][]int, root int, size func(pid int) uint64) uint64 {
-	var total uint64
-	stack := []int{root}
-	seen := map[int]bool{}
-	for len(stack) > 0 {
-		pid := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[pid] {
-			continue
-		}
-		seen[pid] = true
-		total += size(pid)
-		stack = append(stack, tree[pid]...)
-	}
-	return total
-}
-
-// processPSS is one process's proportional set size in bytes; 0 when it
-// cannot be read.
-func processPSS(pid int) uint64 { return uint64(max(0, proctree.PSSKB(pid))) << 10 }

@@ -1,7 +1,6 @@
 package browser
 
 import (
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -39,25 +38,6 @@ func TestBrowsersDescribesTheLocalBrowsers(t *testing.T) {
 	}
 	if contexts != p.Stats().Contexts {
 		t.Errorf("Browsers() count %d contexts, Stats() %d; want the same", contexts, p.Stats().Contexts)
-	}
-}
-
-func TestTreeSumSumsDescendants(t *testing.T) {
-	size := func(pid int) uint64 { return uint64(pid) * 100 }
-	// 1 has children 2 and 3, 3 has 4; 5 is not below 1; 4 lists 1 as a
-	// child (a recycled pid), which must not count twice.
-	tree := map[int][]int{1: {2, 3}, 3: {4}, 4: {1}, 6: {5}}
-	if got := treeSum(tree, 1, size); got != 1000 {
-		t.Errorf("treeSum(1) = %d, want 1000 (processes 1-4, each once)", got)
-	}
-	if got := treeSum(tree, 6, size); got != 1100 {
-		t.Errorf("treeSum(6) = %d, want 1100 (processes 6 and 5)", got)
-	}
-	if got := treeSum(map[int][]int{}, os.Getpid(), processPSS); got == 0 {
-		t.Errorf("treeSum(this process, processPSS) = 0, want its memory")
-	}
-	if got := processPSS(1 << 30); got != 0 {
-		t.Errorf("processPSS(no such pid) = %d, want 0", got)
 	}
 }
 

@@ -337,11 +337,11 @@ func poolProcesses(p *Pool) []proc {
 	if driver == 0 {
 		return nil
 	}
-	_, _, start, ok := procStat(driver)
+	d, ok := proctree.Find(driver)
 	if !ok {
 		return nil
 	}
-	return append(descendants(driver), proc{pid: driver, start: start})
+	return append(descendants(driver), proc{pid: driver, start: d.Start})
 }
 
 // stillRunning waits up to d for procs to exit and returns those that did
@@ -361,9 +361,9 @@ func stillRunning(procs []proc, d time.Duration) []string {
 // procOf returns the proc of a pid known to be alive.
 func procOf(tb testing.TB, pid int) proc {
 	tb.Helper()
-	_, _, start, ok := procStat(pid)
+	p, ok := proctree.Find(pid)
 	if pid <= 0 || !ok {
 		tb.Fatalf("process %d not found", pid)
 	}
-	return proc{pid: pid, start: start}
+	return proc{pid: pid, start: p.Start}
 }

@@ -1,12 +1,11 @@
 package browser
 
 import (
-	"bytes"
-	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 // Playwright does not expose process ids, so the pool finds them in /proc:
@@ -22,37 +21,9 @@ type proc struct {
 	start uint64
 }
 
-// procStat reads the fields of /proc/<pid>/stat the pool needs.
-func procStat(pid int) (ppid int, state byte, start uint64, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	// The command name (field 2) is in parentheses and may hold anything,
-	// so count fields from the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 > len(b) {
-		return 0, 0, 0, false
-	}
-	f := strings.Fields(string(b[i+2:]))
-	if len(f) < 20 {
-		return 0, 0, 0, false
-	}
-	ppid, err1 := strconv.Atoi(f[1])
-	start, err2 := strconv.ParseUint(f[19], 10, 64)
-	if err1 != nil || err2 != nil || len(f[0]) == 0 {
-		return 0, 0, 0, false
-	}
-	return ppid, f[0][0], start, true
-}
-
 // alive reports whether the process still runs (a zombie does not).
 func (p proc) alive() bool {
-	if p.pid <= 0 {
-		return false
-	}
-	_, state, start, ok := procStat(p.pid)
-	return ok && start == p.start && state != 'Z' && state != 'X'
+	return p.pid > 0 && proctree.Alive(proctree.Proc{PID: p.pid, Start: p.start})
 }
 
 // kill sends SIGKILL if the process is still the one we knew.
@@ -65,21 +36,8 @@ func (p proc) kill() {
 // children lists the live children of ppid, with their command lines.
 func children(ppid int) map[proc]string {
 	out := map[proc]string{}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return out
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		pp, state, start, ok := procStat(pid)
-		if !ok || pp != ppid || state == 'Z' {
-			continue
-		}
-		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		out[proc{pid: pid, start: start}] = string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
+	for _, p := range proctree.Read().Children(ppid) {
+		out[proc{pid: p.PID, start: p.Start}] = p.Cmdline
 	}
 	return out
 }

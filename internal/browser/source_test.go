@@ -18,6 +18,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/browserbroker/broker/internal/proctree"
 )
 
 // browserServer is Playwright's browser server (chromium.launchServer with
@@ -100,8 +102,8 @@ func (s *browserServer) kill(tb testing.TB) {
 	tb.Helper()
 	pid := s.cmd.Process.Pid
 	procs := descendants(pid)
-	if _, _, start, ok := procStat(pid); ok {
-		procs = append(procs, proc{pid: pid, start: start})
+	if p, ok := proctree.Find(pid); ok {
+		procs = append(procs, proc{pid: pid, start: p.Start})
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	for _, p := range procs {

@@ -1,13 +1,16 @@
-// Package proctree reads Linux's /proc for the commands and tests that watch
-// the broker's processes from outside, and for the memory the browser pool
-// reports to operators: the live descendants of a process (the broker's
-// Playwright driver, its Chromium browsers and their helpers) and a few
-// figures per process: memory, open files, threads, CPU time.
+// Package proctree reads Linux's /proc: for the browser pool, which finds
+// the processes Playwright starts (it does not tell their pids) and reports
+// their memory to operators, and for the commands and tests that watch the
+// broker's processes from outside. It lists the live descendants of a
+// process (the broker's Playwright driver, its Chromium browsers and their
+// helpers) and a few figures per process: memory, open files, threads, CPU
+// time.
 //
 // Every reader is a snapshot and forgives a process that exits while it
 // reads: a process gone is left out of Tree, and the figures read as zero
-// (or -1 for OpenFDs). It only looks: the browser pool, which kills the
-// processes it started, keeps its own process identity in internal/browser.
+// (or -1 for OpenFDs). It only looks: killing is left to the callers, who
+// tell a process by its pid and start time (Proc, Alive), never by a pid
+// alone, which the kernel reuses.
 package proctree
 
 import (
@@ -29,53 +32,99 @@ type Proc struct {
 	Cmdline string
 }
 
-// Tree lists the live processes below root, root itself not included:
-// depth first, each process before its children, siblings in pid order.
-// Zombies (state Z), dying processes (X) and exiting ones (whose command
-// line is already gone) are not listed, as they hold no memory and run
-// nothing, but the walk goes on below them.
-func Tree(root int) []Proc {
+// Snapshot is /proc as read once: every process's parent, state and start.
+// Reading it costs a pass over /proc; walking it (Tree) reads only the
+// command lines of the processes it lists.
+type Snapshot struct {
+	stats    map[int]stat
+	children map[int][]int
+}
+
+// Read takes a Snapshot of the processes running now.
+func Read() *Snapshot {
 	entries, _ := os.ReadDir("/proc")
-	stats := map[int]stat{}
-	children := map[int][]int{}
+	s := &Snapshot{stats: map[int]stat{}, children: map[int][]int{}}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if s, ok := readStat(pid); ok {
-			stats[pid] = s
-			children[s.ppid] = append(children[s.ppid], pid)
+		if st, ok := readStat(pid); ok {
+			s.stats[pid] = st
+			s.children[st.ppid] = append(s.children[st.ppid], pid)
 		}
 	}
+	return s
+}
+
+// Tree lists the live processes below root, root itself not included:
+// depth first, each process before its children, siblings in pid order.
+// Zombies (state Z), dying processes (X) and exiting ones (whose command
+// line is already gone) are not listed, as they hold no memory and run
+// nothing, but the walk goes on below them.
+func (s *Snapshot) Tree(root int) []Proc {
 	var out []Proc
 	// /proc is not read atomically: a pid reused during the read could make
 	// a cycle, which seen breaks.
 	seen := map[int]bool{root: true}
 	var walk func(int)
 	walk = func(parent int) {
-		kids := children[parent]
-		slices.Sort(kids)
+		kids := slices.Sorted(slices.Values(s.children[parent]))
 		for _, pid := range kids {
 			if seen[pid] {
 				continue
 			}
 			seen[pid] = true
-			if s := stats[pid]; s.state != 'Z' && s.state != 'X' {
-				// An empty command line: the process is exiting (its
-				// memory is gone, it is not a zombie yet), or a kernel
-				// thread; neither is listed.
-				cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-				if err == nil && len(cmd) > 0 {
-					cmd = bytes.TrimRight(cmd, "\x00")
-					out = append(out, Proc{PID: pid, PPID: parent, Start: s.start, Cmdline: string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))})
-				}
+			if p, ok := s.listed(pid); ok {
+				out = append(out, p)
 			}
 			walk(pid)
 		}
 	}
 	walk(root)
 	return out
+}
+
+// Children lists the live children of ppid, as Tree lists processes, in
+// pid order.
+func (s *Snapshot) Children(ppid int) []Proc {
+	var out []Proc
+	for _, pid := range slices.Sorted(slices.Values(s.children[ppid])) {
+		if p, ok := s.listed(pid); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// listed returns the process as Tree lists it, with its command line;
+// false for a zombie, a dying or exiting process (its command line is
+// already gone: its memory is, it is not a zombie yet), or a kernel
+// thread.
+func (s *Snapshot) listed(pid int) (Proc, bool) {
+	st := s.stats[pid]
+	if st.state == 'Z' || st.state == 'X' {
+		return Proc{}, false
+	}
+	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(cmd) == 0 {
+		return Proc{}, false
+	}
+	cmd = bytes.TrimRight(cmd, "\x00")
+	return Proc{PID: pid, PPID: st.ppid, Start: st.start, Cmdline: string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))}, true
+}
+
+// Tree lists the live processes below root now: Read().Tree(root).
+func Tree(root int) []Proc { return Read().Tree(root) }
+
+// Find returns the process with that pid (its command line left empty),
+// unless there is none or it is a zombie.
+func Find(pid int) (Proc, bool) {
+	s, ok := readStat(pid)
+	if !ok || s.state == 'Z' || s.state == 'X' {
+		return Proc{}, false
+	}
+	return Proc{PID: pid, PPID: s.ppid, Start: s.start}, true
 }
 
 // Alive reports whether p still runs: its pid names a process started when

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -120,6 +121,24 @@ func TestTree(t *testing.T) {
 	}
 	if got := Tree(gone); len(got) != 0 {
 		t.Errorf("Tree(%d) = %+v, want none for a pid no process has", gone, got)
+	}
+
+	// Children: the shell and sleep 33, not the zombie, nor grandchildren.
+	var kids []int
+	for _, p := range Read().Children(self) {
+		kids = append(kids, p.PID)
+	}
+	if want := []int{min(shell, sleeper), max(shell, sleeper)}; !slices.Equal(kids, want) {
+		t.Errorf("Children(self) = %v, want %v (the shell and sleep 33, in pid order)", kids, want)
+	}
+	// Find: a live process with its start, none for a zombie or a gone pid.
+	if p, ok := Find(sleeper); !ok || p.Start != byPID[sleeper].Start || p.PPID != self {
+		t.Errorf("Find(sleep 33) = %+v, %v; want it, with start %d", p, ok, byPID[sleeper].Start)
+	}
+	for _, pid := range []int{sleeperZombie, gone} {
+		if p, ok := Find(pid); ok {
+			t.Errorf("Find(%d) = %+v, want none (a zombie, or no process)", pid, p)
+		}
 	}
 }
 
