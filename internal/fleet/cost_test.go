@@ -330,17 +330,12 @@ func TestClaimSessionRoundTrips(t *testing.T) {
 }
 
 // List reads the index and then the records a batch at a time, whatever
-// else the keyspace holds; generations written before the index existed
-// are indexed by the first List.
+// else the keyspace holds.
 func TestSessionsList(t *testing.T) {
 	r := testredis.Start(t)
 	raw := client(t, r)
 	ctx := context.Background()
-	// Generations from a broker that did not index them, and other keys.
-	for _, k := range []string{"old-1", "old-2"} {
-		raw.Set(ctx, "browserbroker:session-gen:"+k, 7, 0)
-	}
-	fill(t, raw, 3000) // 1000 of them more generations of no index
+	fill(t, raw, 3000) // other keys, and 1000 generations outside the index
 	rdb, trips := counted(t, r)
 	a := joinWith(t, rdb, "a", 30*time.Second)
 	defer a.Close()
@@ -366,14 +361,14 @@ func TestSessionsList(t *testing.T) {
 	if gone, err := s.Forget("k0003"); err != nil || !gone {
 		t.Fatalf("Forget(k0003) = %v, %v; want true", gone, err)
 	}
-	// Saved state without a generation is not listed, as before the index.
+	// Saved state without a generation is not listed.
 	if err := s.SaveStorage("state-only", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 
 	check := func(recs []state.Record) {
 		t.Helper()
-		if want := n + 2 + 1000; len(recs) != want {
+		if want := n; len(recs) != want {
 			t.Fatalf("List() = %d records, want %d", len(recs), want)
 		}
 		if !slices.IsSortedFunc(recs, func(x, y state.Record) int { return strings.Compare(x.Key, y.Key) }) {
@@ -395,14 +390,11 @@ func TestSessionsList(t *testing.T) {
 				t.Fatalf("List() record %s = %+v; want generation %d, saved %v", k, rec, wantGen, wantSaved)
 			}
 		}
-		if rec := byKey["old-1"]; rec.Generation != 7 {
-			t.Errorf("List() record old-1 = %+v; want generation 7, indexed from before", rec)
-		}
 		if _, ok := byKey["state-only"]; ok {
 			t.Errorf("List() has state-only, a key without a generation")
 		}
 	}
-	recs, err := s.List() // indexes the older generations
+	recs, err := s.List()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,21 +405,21 @@ func TestSessionsList(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(recs)
-	if want := 1 + (n+2+1000+listBatch-1)/listBatch; len(got) != want || hasCommand(got, "scan") {
+	if want := 1 + (n+listBatch-1)/listBatch; len(got) != want || hasCommand(got, "scan") {
 		t.Errorf("List() of %d sessions made %d round trips %v, want %d, no SCAN", len(recs), len(got), got, want)
 	}
 
 	// List reads no saved state (only when each was saved): a state it
 	// could not parse does not disturb it.
 	raw.Set(ctx, "browserbroker:session-state:k0000", "not json", 0)
-	if recs, err := s.List(); err != nil || len(recs) != n+2+1000 {
+	if recs, err := s.List(); err != nil || len(recs) != n {
 		t.Errorf("List() with k0000's state unreadable = %d records, %v; want all, no error (states are not read)", len(recs), err)
 	}
 
 	// A corrupt record is reported; the others are still listed.
 	raw.Set(ctx, "browserbroker:session-gen:k0001", "not a number", 0)
-	if recs, err := s.List(); err == nil || len(recs) != n+2+1000-1 {
-		t.Errorf("List() with k0001 corrupt = %d records, %v; want the %d others and an error", len(recs), err, n+2+1000-1)
+	if recs, err := s.List(); err == nil || len(recs) != n-1 {
+		t.Errorf("List() with k0001 corrupt = %d records, %v; want the %d others and an error", len(recs), err, n-1)
 	}
 }
 

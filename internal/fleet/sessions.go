@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,10 +43,6 @@ func (f *Fleet) savedKey(key string) string { return f.cfg.Prefix + "session-sav
 
 // sessionsKey is the index of the session keys with a generation.
 func (f *Fleet) sessionsKey() string { return f.cfg.Prefix + "sessions" }
-
-// sessionsIndexedKey exists once the generations written before the index
-// existed have been added to it (indexSessions).
-func (f *Fleet) sessionsIndexedKey() string { return f.cfg.Prefix + "sessions-indexed" }
 
 // ClaimSession makes this broker the owner of a session key if it has
 // none, and returns the owner: this broker's id, or another's. One round
@@ -273,75 +268,12 @@ func savedAt(key string, v any) (time.Time, error) {
 	return t, nil
 }
 
-// keys returns the indexed session keys, indexing first, once, those of
-// the generations written before the index existed.
+// keys returns the session keys with a generation, from the index: one
+// round trip, whatever else the keyspace holds.
 func (s *Sessions) keys() ([]string, error) {
-	keys, indexed, err := s.indexedKeys()
-	if err != nil || indexed {
-		return keys, err
-	}
-	if err := s.indexSessions(); err != nil {
-		return nil, err
-	}
-	keys, _, err = s.indexedKeys()
-	return keys, err
-}
-
-// indexedKeys returns the keys in the index, and whether the generations
-// written before it existed have been added: one round trip.
-func (s *Sessions) indexedKeys() ([]string, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	var indexed *redis.IntCmd
-	var members *redis.StringSliceCmd
-	if _, err := s.f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		indexed = p.Exists(ctx, s.f.sessionsIndexedKey())
-		members = p.SMembers(ctx, s.f.sessionsKey())
-		return nil
-	}); err != nil {
-		return nil, false, err
-	}
-	return members.Val(), indexed.Val() == 1, nil
-}
-
-// indexSessions adds to the index the keys of the generations in Redis,
-// found by SCAN, and marks it done: once per Redis data set, by the first
-// List after brokers that did not index (an earlier version) wrote
-// generations. Brokers listing at once both scan, harmlessly. A key first
-// given a generation by such a broker after the mark is listed from its
-// next generation on. Each step has its own opTimeout: the keyspace may be
-// large.
-func (s *Sessions) indexSessions() error {
-	prefix := s.f.genKey("")
-	var cursor uint64
-	for {
-		next, err := s.indexPage(cursor, prefix)
-		if err != nil {
-			return err
-		}
-		if cursor = next; cursor == 0 {
-			break
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	return s.f.rdb.Set(ctx, s.f.sessionsIndexedKey(), 1, 0).Err()
-}
-
-// indexPage indexes the generations of one SCAN page, and returns the
-// next cursor.
-func (s *Sessions) indexPage(cursor uint64, prefix string) (uint64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	found, next, err := s.f.rdb.Scan(ctx, cursor, prefix+"*", 1000).Result()
-	if err != nil || len(found) == 0 {
-		return next, err
-	}
-	keys := make([]any, len(found))
-	for i, k := range found {
-		keys[i] = strings.TrimPrefix(k, prefix)
-	}
-	return next, s.f.rdb.SAdd(ctx, s.f.sessionsKey(), keys...).Err()
+	return s.f.rdb.SMembers(ctx, s.f.sessionsKey()).Result()
 }
 
 // SessionOwner returns the broker that owns a session key; "" when none
