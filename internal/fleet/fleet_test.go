@@ -258,6 +258,15 @@ func TestSessions(t *testing.T) {
 	if _, ok, err := s.Get("nothing"); err != nil || ok {
 		t.Errorf("Get(unknown) = %v, %v; want nothing, no error", ok, err)
 	}
+	if err := s.SaveStorage("k2", []byte(`{"cookies":`)); err == nil {
+		t.Errorf("SaveStorage(k2, truncated JSON) = nil, want an error")
+	}
+	if err := client(t, r).Set(ctx, a.stateKey("k2"), `{"cookies":`, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _, err := s.Get("k2"); err == nil {
+		t.Errorf("Get(k2) with a corrupt saved state = %+v, nil; want an error, not the state to restore", rec)
+	}
 }
 
 // New registers nothing: a broker joins when Start reports the load of its

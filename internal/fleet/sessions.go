@@ -117,13 +117,10 @@ func (f *Fleet) renewSessions(ctx context.Context) error {
 // and storage state.
 func (f *Fleet) SessionStore() *Sessions { return &Sessions{f: f} }
 
-// Sessions keeps sticky sessions' generations and storage state in Redis.
+// Sessions keeps sticky sessions' generations and storage state in Redis:
+// per key, the generation (genKey), the storage state as Playwright gave
+// it (stateKey) and when it was saved (savedKey).
 type Sessions struct{ f *Fleet }
-
-type savedState struct {
-	SavedAt time.Time       `json:"saved_at"`
-	Storage json.RawMessage `json:"storage_state"`
-}
 
 // NextGeneration increments the key's generation (INCR: never reused)
 // and indexes the key, in one round trip.
@@ -147,16 +144,14 @@ func (s *Sessions) SaveStorage(key string, storage []byte) error {
 	if len(storage) > state.MaxStorage {
 		return fmt.Errorf("fleet: storage state of %d bytes is over the %d limit", len(storage), state.MaxStorage)
 	}
-	now := time.Now()
-	b, err := json.Marshal(savedState{SavedAt: now, Storage: storage})
-	if err != nil {
-		return err
+	if !json.Valid(storage) {
+		return fmt.Errorf("fleet: storage state of %q is not JSON", key)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if _, err := s.f.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, s.f.stateKey(key), b, 0)
-		p.Set(ctx, s.f.savedKey(key), now.UTC().Format(time.RFC3339Nano), 0)
+		p.Set(ctx, s.f.stateKey(key), storage, 0)
+		p.Set(ctx, s.f.savedKey(key), time.Now().UTC().Format(time.RFC3339Nano), 0)
 		return nil
 	}); err != nil {
 		return s.f.unavailable(err)
@@ -168,30 +163,39 @@ func (s *Sessions) SaveStorage(key string, storage []byte) error {
 func (s *Sessions) Get(key string) (state.Record, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	vals, err := s.f.rdb.MGet(ctx, s.f.genKey(key), s.f.stateKey(key)).Result()
+	vals, err := s.f.rdb.MGet(ctx, s.f.genKey(key), s.f.savedKey(key), s.f.stateKey(key)).Result()
 	if err != nil {
 		return state.Record{}, false, s.f.unavailable(err)
 	}
-	return record(key, vals[0], vals[1])
+	r, err := record(key, vals[0], vals[1])
+	if st, ok := vals[2].(string); ok && err == nil {
+		if !json.Valid([]byte(st)) {
+			return r, false, fmt.Errorf("fleet: saved state of %q is not JSON", key)
+		}
+		r.Storage = json.RawMessage(st)
+	}
+	return r, vals[0] != nil || vals[2] != nil, err
 }
 
-func record(key string, gen, saved any) (state.Record, bool, error) {
+// record is a key's generation and save time, from the values of its
+// genKey and savedKey (nil: none).
+func record(key string, gen, saved any) (state.Record, error) {
 	r := state.Record{Key: key}
 	if g, ok := gen.(string); ok {
 		n, err := strconv.ParseUint(g, 10, 64)
 		if err != nil {
-			return r, false, fmt.Errorf("fleet: generation of %q: %w", key, err)
+			return r, fmt.Errorf("fleet: generation of %q: %w", key, err)
 		}
 		r.Generation = n
 	}
 	if v, ok := saved.(string); ok {
-		var st savedState
-		if err := json.Unmarshal([]byte(v), &st); err != nil {
-			return r, false, fmt.Errorf("fleet: saved state of %q: %w", key, err)
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return r, fmt.Errorf("fleet: save time of %q: %w", key, err)
 		}
-		r.SavedAt, r.Storage = st.SavedAt, st.Storage
+		r.SavedAt = t
 	}
-	return r, gen != nil || saved != nil, nil
+	return r, nil
 }
 
 // Forget removes the key's saved state; the generation stays.
@@ -241,10 +245,7 @@ func (s *Sessions) List() ([]state.Record, error) {
 			if vals[2*i] == nil {
 				continue // not a key with a generation
 			}
-			r, _, err := record(k, vals[2*i], nil)
-			if err == nil {
-				r.SavedAt, err = savedAt(k, vals[2*i+1])
-			}
+			r, err := record(k, vals[2*i], vals[2*i+1])
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -253,19 +254,6 @@ func (s *Sessions) List() ([]state.Record, error) {
 		}
 	}
 	return out, errors.Join(errs...)
-}
-
-// savedAt parses a savedKey's value; zero when none is saved.
-func savedAt(key string, v any) (time.Time, error) {
-	s, ok := v.(string)
-	if !ok {
-		return time.Time{}, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("fleet: save time of %q: %w", key, err)
-	}
-	return t, nil
 }
 
 // keys returns the session keys with a generation, from the index: one
