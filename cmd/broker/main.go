@@ -352,6 +352,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer rdb.Close()
 		inFleet = fl
 		c.lease.PrincipalElsewhere = fl.PrincipalLeases // limits count the whole fleet's leases
+		c.lease.OnChange = fl.Nudge                     // the others see this broker's load soon
 		st := fl.SessionStore()
 		c.lease.Sessions, sessions, saved = st, st, st
 		log.Info("fleet", zap.String("broker_id", fl.ID()), zap.String("advertise", fleetAddr))

@@ -91,6 +91,12 @@ type Config struct {
 	// elsewhere (on the other brokers of a fleet); they count toward its
 	// PrincipalLimit beside its leases here.
 	PrincipalElsewhere func(principal string) int
+	// OnChange, when set, is called after what Free and Stats report of
+	// the load changes: a lease granted or fully reclaimed, a warm session
+	// closed, draining turned on or off, admission changed. It is called
+	// without the manager's lock held, and must not block (a fleet's
+	// registration nudge).
+	OnChange func()
 	// IDPrefix begins every lease id, before a random text. Default "l_";
 	// a fleet's brokers put their own id in it, so an id names its owner.
 	IDPrefix string
@@ -246,6 +252,9 @@ func (m *Manager) admitLoop() {
 		}
 		m.dispatchLocked()
 		m.mu.Unlock()
+		if changed {
+			m.changed()
+		}
 	}
 }
 
@@ -662,7 +671,15 @@ func (m *Manager) register(s Session, req AcquireRequest, n *sticky, gen uint64,
 	l.touchLocked(now)
 	l.timer = time.AfterFunc(l.expiresAtLocked().Sub(now), l.onTimer)
 	m.mu.Unlock()
+	m.changed()
 	return l
+}
+
+// changed tells Config.OnChange that the load changed.
+func (m *Manager) changed() {
+	if m.cfg.OnChange != nil {
+		m.cfg.OnChange()
+	}
 }
 
 // watchSession reclaims the lease when its session is lost.
@@ -760,6 +777,7 @@ func (m *Manager) finishReclaim(l *Lease) {
 	m.dispatchLocked()
 	m.mu.Unlock()
 	close(l.done)
+	m.changed()
 
 	fields := []zap.Field{zap.String("lease_id", l.id), zap.Stringer("reason", l.reason),
 		zap.Duration("held", started.Sub(l.grantedAt)), zap.Duration("close", closeTook)}
@@ -952,8 +970,8 @@ func (m *Manager) QueueWaits() []time.Duration {
 // it with ErrDraining, and live leases go on until they end.
 func (m *Manager) Drain(on bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if on == m.draining {
+		m.mu.Unlock()
 		return
 	}
 	m.draining = on
@@ -966,6 +984,8 @@ func (m *Manager) Drain(on bool) {
 		m.queue = nil
 		m.failKeyWaitersLocked(ErrDraining)
 	}
+	m.mu.Unlock()
+	m.changed()
 }
 
 // Close shuts the manager down: new acquires fail with ErrShuttingDown,

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -761,5 +762,48 @@ func TestPrincipalLimitCountsLeasesElsewhere(t *testing.T) {
 		if got := m.Principals(); got["alice"] != 2 {
 			t.Fatalf("Principals() = %v, want alice 2", got)
 		}
+	})
+}
+
+// OnChange hears every change of the load, after the manager's lock is
+// released (it reads Free, which would deadlock otherwise), with the new
+// load already in place.
+func TestOnChangeFollowsTheLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var m *Manager
+		var mu sync.Mutex
+		var seen []int // Free as each call saw it
+		m, _ = newManager(t, Config{Capacity: 2, SessionIdleTTL: time.Minute, OnChange: func() {
+			free := m.Free()
+			mu.Lock()
+			seen = append(seen, free)
+			mu.Unlock()
+		}})
+		want := func(what string, free ...int) {
+			t.Helper()
+			synctest.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(seen, free) {
+				t.Fatalf("after %s: OnChange saw Free %v, want %v", what, seen, free)
+			}
+			seen = nil
+		}
+		plain := mustAcquire(t, m, AcquireRequest{})
+		want("a grant", 1)
+		sticky := mustAcquire(t, m, AcquireRequest{SessionKey: "k"})
+		want("a second grant", 0)
+		plain.Reclaim(Released, "")
+		want("a reclaim", 1)
+		sticky.Reclaim(Released, "")
+		want("a sticky lease's end (its session stays warm, with its capacity)", 1)
+		time.Sleep(time.Minute)
+		want("the warm session's close", 2)
+		m.Drain(true)
+		want("drain", 0)
+		m.Drain(true)
+		want("drain again")
+		m.Drain(false)
+		want("undrain", 2)
 	})
 }

@@ -297,6 +297,7 @@ func (m *Manager) closeWarm(n *sticky, s Session, save bool, why string) {
 	m.warmClosing--
 	m.dispatchLocked()
 	m.mu.Unlock()
+	m.changed()
 	fields := []zap.Field{zap.String("session_key", n.key), zap.String("why", why)}
 	if saveErr != nil {
 		fields = append(fields, zap.NamedError("save_error", saveErr))

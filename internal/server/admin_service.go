@@ -155,7 +155,6 @@ func (as *adminService) GetStats(ctx context.Context, req *brokerv1.GetStatsRequ
 func (s *Server) SetDraining(on bool) {
 	s.leases.Drain(on)
 	s.setLeaseServing(!on)
-	s.nudgeFleet() // the fleet stops (or starts again) sending acquires here
 }
 
 func (as *adminService) Drain(ctx context.Context, req *brokerv1.DrainRequest) (*brokerv1.DrainResponse, error) {

@@ -448,7 +448,6 @@ type claimCounter struct {
 }
 
 func (f *claimCounter) ID() string { return "b1" }
-func (f *claimCounter) Nudge()     {}
 func (f *claimCounter) ClaimSession(context.Context, string) (string, error) {
 	f.claims.Add(1)
 	return "b1", nil

@@ -36,8 +36,6 @@ type Fleet interface {
 	PickFree(ctx context.Context) (fleet.Member, bool, error)
 	ClaimSession(ctx context.Context, key string) (owner string, err error)
 	SessionOwner(ctx context.Context, key string) (owner string, err error)
-	// Nudge tells the fleet soon that this broker's load changed.
-	Nudge()
 }
 
 // peers keeps one client connection per other broker.
@@ -472,9 +470,3 @@ func (s *Server) brokerID() string {
 	return s.cfg.Fleet.ID()
 }
 
-// nudgeFleet tells the fleet this broker's load changed.
-func (s *Server) nudgeFleet() {
-	if s.cfg.Fleet != nil {
-		s.cfg.Fleet.Nudge()
-	}
-}

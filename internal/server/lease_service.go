@@ -77,7 +77,6 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 		return toStatus(s.log, err)
 	}
 	s.cfg.Metrics.observeGrant(time.Since(asked))
-	s.nudgeFleet()
 	err = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Granted{Granted: &brokerv1.Granted{
 		LeaseId:      l.ID(),
 		ExpiresAt:    timestamppb.New(l.ExpiresAt()),
@@ -157,7 +156,6 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 			}
 		}
 		r, msg := l.Reason() // waits until the reclaim is complete
-		s.nudgeFleet()
 		// The stream may be gone already; the lease is reclaimed either way.
 		_ = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Revoked{
 			Revoked: &brokerv1.Revoked{Reason: reason(r), Message: clientMessage(msg)}}})
