@@ -182,8 +182,8 @@ func New(cfg Config) (*Fleet, error) {
 // now, and starts renewing the registration. A first registration that
 // fails for want of Redis is not fatal: the broker serves alone and keeps
 // trying. A registration under this id by another broker is: Start waits
-// for it to expire (an earlier process of this broker, killed), up to the
-// TTL and a heartbeat, and returns ErrDuplicateID as soon as it sees it
+// for it to expire (an earlier process of this broker, killed, perhaps
+// with a longer TTL), and returns ErrDuplicateID as soon as it sees it
 // renewed (a live broker with the same id). Later calls do nothing.
 func (f *Fleet) Start() error {
 	var err error
@@ -199,25 +199,31 @@ func (f *Fleet) Start() error {
 }
 
 // awaitID waits until this broker's id is free to register (or Redis is
-// away, which the heartbeat handles).
+// away, which the heartbeat handles): until the registration another
+// instance left expires, however long its TTL. Seeing it renewed means a
+// live broker has this id.
 func (f *Fleet) awaitID() error {
 	var first *Member
-	deadline := time.Now().Add(f.cfg.TTL + f.cfg.Heartbeat)
 	for {
-		other, err := f.register()
+		other, left, err := f.register()
 		if err != nil || other == nil {
 			return nil
 		}
+		dup := fmt.Errorf("%w: %q, at %s: give each broker its own --broker-id", ErrDuplicateID, f.cfg.ID, other.Address)
 		switch {
 		case first == nil:
 			first = other
 			f.log.Warn("fleet: a registration with this broker id exists; waiting for it to expire",
-				zap.String("broker_id", f.cfg.ID), zap.String("address", other.Address), zap.Time("at", other.At))
-		case !other.At.Equal(first.At) || other.Instance != first.Instance || time.Now().After(deadline):
-			return fmt.Errorf("%w: %q, at %s: give each broker its own --broker-id", ErrDuplicateID, f.cfg.ID, other.Address)
+				zap.String("broker_id", f.cfg.ID), zap.String("address", other.Address), zap.Time("at", other.At),
+				zap.Duration("expires_in", left))
+		case !other.At.Equal(first.At) || other.Instance != first.Instance:
+			return dup // renewed meanwhile
+		}
+		if left < 0 {
+			return dup // it never expires
 		}
 		select {
-		case <-time.After(f.cfg.Heartbeat):
+		case <-time.After(min(f.cfg.Heartbeat, left+10*time.Millisecond)):
 		case <-f.stop:
 			return ErrDuplicateID
 		}
@@ -263,7 +269,7 @@ func (f *Fleet) loop() {
 // heartbeat renews this broker's registration and its sticky sessions'
 // ownership.
 func (f *Fleet) heartbeat() {
-	if other, err := f.register(); err == nil && other == nil {
+	if other, _, err := f.register(); err == nil && other == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
 		f.noteRedis(f.renewSessions(ctx))
 		cancel()
@@ -277,40 +283,45 @@ func (f *Fleet) heartbeat() {
 // instance is left alone and returned; the fleet counts as unreachable
 // meanwhile, so this broker forwards nothing under an id that is not its
 // own.
-func (f *Fleet) register() (other *Member, err error) {
+func (f *Fleet) register() (other *Member, left time.Duration, err error) {
 	m := Member{ID: f.cfg.ID, Address: f.cfg.Address, Load: f.cfg.Load(), At: time.Now(), Instance: f.inst}
 	b, _ := json.Marshal(m)
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
 	defer cancel()
-	cur, err := registerMember.Run(ctx, f.rdb, []string{f.memberKey(f.cfg.ID), f.membersKey()},
-		b, f.cfg.TTL.Milliseconds(), f.inst, f.cfg.ID).Text()
+	res, err := registerMember.Run(ctx, f.rdb, []string{f.memberKey(f.cfg.ID), f.membersKey()},
+		b, f.cfg.TTL.Milliseconds(), f.inst, f.cfg.ID).Slice()
 	switch {
 	case errors.Is(err, redis.Nil):
 		f.noteRedis(nil)
-		return nil, nil
-	case err != nil:
+		return nil, 0, nil
+	case err == nil && len(res) != 2:
+		err = fmt.Errorf("fleet: registration answered %v", res)
+	}
+	if err != nil {
 		f.noteRedis(err)
-		return nil, err
+		return nil, 0, err
 	}
 	other = &Member{}
+	cur, _ := res[0].(string)
 	if jerr := json.Unmarshal([]byte(cur), other); jerr != nil {
 		other.Address = "(unreadable registration)"
 	}
+	ms, _ := res[1].(int64)
 	f.noteRedis(fmt.Errorf("%w: %q, at %s", ErrDuplicateID, f.cfg.ID, other.Address))
-	return other, nil
+	return other, time.Duration(ms) * time.Millisecond, nil
 }
 
 // registerMember sets the member key (KEYS[1]) to ARGV[1] with a TTL of
 // ARGV[2] ms and adds the id ARGV[4] to the index (KEYS[2]), unless the
 // key holds the registration of another instance than ARGV[3], which it
-// returns instead. (A registration without an instance, of an earlier
-// build, is replaced.)
+// returns instead, with its remaining TTL in ms (PTTL: -1 for none). (A
+// registration without an instance, of an earlier build, is replaced.)
 var registerMember = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local ok, m = pcall(cjson.decode, cur)
   if ok and type(m) == 'table' and type(m.instance) == 'string' and m.instance ~= ARGV[3] then
-    return cur
+    return {cur, redis.call('PTTL', KEYS[1])}
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
