@@ -469,4 +469,3 @@ func (s *Server) brokerID() string {
 	}
 	return s.cfg.Fleet.ID()
 }
-
