@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 	"github.com/browserbroker/broker/internal/fleet"
@@ -191,6 +192,65 @@ func TestFleet(t *testing.T) {
 		l := acquireLease(t, conn, 0)
 		navigate(t, page, l.id, site.URL)
 		l.release(t)
+	})
+
+	t.Run("QueuedAcquireMoves", func(t *testing.T) {
+		// Every broker full: an acquire through b1 waits in b1's line,
+		// and moves to the first broker that frees up, while b1's own
+		// lease lives on.
+		held := map[string]*testLease{}
+		for i, c := range []*grpc.ClientConn{conn, dial(t, bs[1].addr), dial(t, bs[2].addr)} {
+			l := acquireLease(t, c, 0)
+			if want := fmt.Sprintf("b%d", i+1); fleet.OwnerOf(l.id) != want {
+				t.Fatalf("lease through %s lives on %s, want %s", want, fleet.OwnerOf(l.id), want)
+			}
+			held[fleet.OwnerOf(l.id)] = l
+		}
+		waitFleet(t, admin, 5*time.Second, "every broker full", func(s *brokerv1.GetStatsResponse) bool {
+			for _, m := range s.GetMembers() {
+				if m.GetFree() != 0 {
+					return false
+				}
+			}
+			return len(s.GetMembers()) == 3
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		st, err := brokerv1.NewLeaseServiceClient(conn).Lease(ctx)
+		if err == nil {
+			err = st.Send(&brokerv1.LeaseRequest{Msg: &brokerv1.LeaseRequest_Acquire{Acquire: &brokerv1.Acquire{WaitTimeout: durationpb.New(30 * time.Second)}}})
+		}
+		var resp *brokerv1.LeaseResponse
+		if err == nil {
+			resp, err = st.Recv()
+		}
+		if err != nil || resp.GetQueued().GetPosition() != 1 {
+			t.Fatalf("acquire through b1 with every broker full = %v, %v; want queued at position 1", resp, err)
+		}
+		freed := time.Now()
+		held["b3"].release(t)
+		for resp.GetGranted() == nil {
+			if resp, err = st.Recv(); err != nil || resp.GetGranted() == nil && resp.GetQueued() == nil {
+				t.Fatalf("waiting acquire after b3 freed up: %v, %v; want queued, then granted", resp, err)
+			}
+		}
+		took := time.Since(freed)
+		id := resp.GetGranted().GetLeaseId()
+		if fleet.OwnerOf(id) != "b3" {
+			t.Fatalf("the waiting acquire was granted %s, want a lease of b3, the broker that freed up", id)
+		}
+		t.Logf("the acquire waiting on b1 was granted on b3 %v after b3 freed up", took.Round(time.Millisecond))
+		if took > 3*time.Second {
+			t.Errorf("granted %v after b3 freed up, want within a few hop intervals", took)
+		}
+		held["b1"].stillHeld(t)
+		navigate(t, page, id, site.URL)
+		moved := &testLease{id: id, stream: st, cancel: cancel, done: make(chan struct{})}
+		go moved.receive()
+		moved.release(t)
+		held["b1"].release(t)
+		held["b2"].release(t)
+		waitFleet(t, admin, 5*time.Second, "all reclaimed", func(s *brokerv1.GetStatsResponse) bool { return settled(0)(s) })
 	})
 
 	t.Run("BrokerKilled", func(t *testing.T) {

@@ -505,3 +505,33 @@ func TestNudgesAreThrottled(t *testing.T) {
 		return err == nil && m.Load.Active == want
 	})
 }
+
+// PickFree with a maxAge answers from the members read within it, so the
+// acquires waiting in a queue can ask every few hundred milliseconds for
+// room elsewhere without a round trip each; with 0 it always reads.
+func TestPickFreeMaxAge(t *testing.T) {
+	r := testredis.Start(t)
+	ctx := context.Background()
+	rdb, trips := counted(t, r)
+	a := joinWith(t, rdb, "a", 30*time.Second)
+	defer a.Close()
+	b := joinWith(t, client(t, r), "b", 30*time.Second) // Free 1
+	defer b.Close()
+	if m, ok, err := a.PickFree(ctx, 0); err != nil || !ok || m.ID != "b" {
+		t.Fatalf("PickFree(0) = %v, %v, %v; want b", m.ID, ok, err)
+	}
+	got := trips.during(func() {
+		for range 100 {
+			if m, ok, err := a.PickFree(ctx, time.Minute); err != nil || !ok || m.ID != "b" {
+				t.Fatalf("PickFree(1m) = %v, %v, %v; want b", m.ID, ok, err)
+			}
+		}
+	})
+	if len(got) != 0 {
+		t.Errorf("100 PickFree(1m) right after a read made round trips %v, want none", got)
+	}
+	got = trips.during(func() { a.PickFree(ctx, 0) })
+	if want := [][]string{{"smembers"}, {"mget"}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("PickFree(0) made round trips %v, want %v", got, want)
+	}
+}

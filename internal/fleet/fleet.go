@@ -529,16 +529,30 @@ func (f *Fleet) Lookup(ctx context.Context, id string) (Member, error) {
 }
 
 // PickFree returns the live broker other than this one with the most free
-// capacity, not draining; false when none has room. While the last
-// heartbeat did not reach Redis it fails at once with ErrUnavailable,
-// rather than making each acquire wait for Redis to time out.
-func (f *Fleet) PickFree(ctx context.Context) (Member, bool, error) {
+// capacity, not draining; false when none has room. It reads the members
+// from Redis unless it did within maxAge (0: always), so that acquires
+// waiting in the queue can keep asking without a round trip each. While
+// the last heartbeat did not reach Redis it fails at once with
+// ErrUnavailable, rather than making each acquire wait for Redis to time
+// out.
+func (f *Fleet) PickFree(ctx context.Context, maxAge time.Duration) (Member, bool, error) {
 	if ok, err := f.Healthy(); !ok && err != nil {
 		return Member{}, false, f.unavailable(err)
 	}
-	ms, err := f.Members(ctx)
-	if err != nil {
-		return Member{}, false, err
+	var ms []Member
+	f.mu.Lock()
+	if maxAge > 0 && time.Since(f.membersRead) < maxAge {
+		ms = make([]Member, 0, len(f.known))
+		for _, k := range f.known {
+			ms = append(ms, k.m)
+		}
+	}
+	f.mu.Unlock()
+	if ms == nil {
+		var err error
+		if ms, err = f.Members(ctx); err != nil {
+			return Member{}, false, err
+		}
 	}
 	var best Member
 	found := false
@@ -546,7 +560,7 @@ func (f *Fleet) PickFree(ctx context.Context) (Member, bool, error) {
 		if m.ID == f.cfg.ID || m.Load.Draining || m.Load.Free <= 0 {
 			continue
 		}
-		if !found || m.Load.Free > best.Load.Free {
+		if !found || m.Load.Free > best.Load.Free || m.Load.Free == best.Load.Free && m.ID < best.ID {
 			best, found = m, true
 		}
 	}

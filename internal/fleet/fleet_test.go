@@ -113,7 +113,7 @@ func TestMembership(t *testing.T) {
 		t.Fatalf("Members() = %+v, %v; want a, b and c with their addresses and loads", ms, err)
 	}
 	// c has more room but drains: b is picked.
-	if m, ok, err := a.PickFree(ctx); err != nil || !ok || m.ID != "b" {
+	if m, ok, err := a.PickFree(ctx, 0); err != nil || !ok || m.ID != "b" {
 		t.Errorf("PickFree() = %v, %v, %v; want b", m.ID, ok, err)
 	}
 	// The load is renewed by the heartbeat.
@@ -122,7 +122,7 @@ func TestMembership(t *testing.T) {
 		m, err := a.Lookup(ctx, "b")
 		return err == nil && m.Load.Free == 0
 	})
-	if m, ok, err := a.PickFree(ctx); err != nil || ok {
+	if m, ok, err := a.PickFree(ctx, 0); err != nil || ok {
 		t.Errorf("PickFree() with b full and c draining = %v, %v, %v; want none", m.ID, ok, err)
 	}
 
@@ -170,7 +170,7 @@ func TestRedisRestart(t *testing.T) {
 	}
 	waitUntil(t, "a sees Redis down", 3*time.Second, func() bool { ok, _ := a.Healthy(); return !ok })
 	// Known down: PickFree does not wait for Redis again.
-	if _, ok, err := a.PickFree(ctx); ok || !errors.Is(err, ErrUnavailable) {
+	if _, ok, err := a.PickFree(ctx, 0); ok || !errors.Is(err, ErrUnavailable) {
 		t.Errorf("PickFree() with Redis known down = %v, %v; want ErrUnavailable", ok, err)
 	}
 

@@ -11,6 +11,9 @@ var (
 	ErrNotFound = errors.New("lease: not found")
 	// ErrNoCapacity: no capacity became free within the wait timeout.
 	ErrNoCapacity = errors.New("lease: no capacity within the wait timeout")
+	// ErrWithdrawn: the acquire left the queue because its
+	// AcquireRequest.Withdraw was closed.
+	ErrWithdrawn = errors.New("lease: withdrawn from the queue")
 	// ErrQueueFull: the wait queue is at its limit.
 	ErrQueueFull = errors.New("lease: wait queue full")
 	// ErrShuttingDown: the manager is closing and grants nothing new.

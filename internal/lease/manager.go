@@ -274,6 +274,19 @@ type AcquireRequest struct {
 	Principal string
 	// Spec is passed to Backend.Open as it is.
 	Spec any
+	// Withdraw, when closed, takes the acquire out of the queue if it is
+	// still waiting there: Acquire returns ErrWithdrawn. Once the acquire
+	// has its unit of capacity, Withdraw is no longer heard. Nil: never.
+	Withdraw <-chan struct{}
+}
+
+// WaitTimeout is how long an acquire that asks to wait asked (0: the
+// default) may wait in the queue, within the bounds of Config.
+func (m *Manager) WaitTimeout(asked time.Duration) time.Duration {
+	if asked <= 0 {
+		return m.cfg.DefaultWait
+	}
+	return min(asked, m.cfg.MaxWait)
 }
 
 func (m *Manager) normalize(req AcquireRequest) (AcquireRequest, error) {
@@ -347,7 +360,7 @@ func (m *Manager) acquire(ctx context.Context, req AcquireRequest, onQueued func
 		}
 		// The key is ours until the lease holds it, or we fail.
 	}
-	session, warm, err := m.obtain(ctx, n, req.Spec, time.Until(deadline), onQueued)
+	session, warm, err := m.obtain(ctx, n, req.Spec, time.Until(deadline), req.Withdraw, onQueued)
 	if err != nil {
 		if n != nil {
 			m.mu.Lock()
@@ -401,7 +414,7 @@ func (m *Manager) acquire(ctx context.Context, req AcquireRequest, onQueued func
 // obtain gets the session for a new lease: the key's warm session, or a
 // new one from the backend once there is capacity. On success the caller
 // owns one m.opening unit and one m.opens count.
-func (m *Manager) obtain(ctx context.Context, n *sticky, spec any, wait time.Duration, onQueued func(int)) (s Session, warm bool, err error) {
+func (m *Manager) obtain(ctx context.Context, n *sticky, spec any, wait time.Duration, withdraw <-chan struct{}, onQueued func(int)) (s Session, warm bool, err error) {
 	if n != nil {
 		m.mu.Lock()
 		if s = m.takeWarmLocked(n); s != nil {
@@ -414,7 +427,7 @@ func (m *Manager) obtain(ctx context.Context, n *sticky, spec any, wait time.Dur
 			return s, true, nil
 		}
 	}
-	if err := m.reserve(ctx, wait, onQueued); err != nil {
+	if err := m.reserve(ctx, wait, withdraw, onQueued); err != nil {
 		return nil, false, err
 	}
 	openCtx, cancel := context.WithTimeout(ctx, m.cfg.OpenTimeout)
@@ -518,9 +531,10 @@ func (m *Manager) Free() int {
 }
 
 // reserve takes a unit of capacity for the caller, waiting FIFO in the
-// queue when there is none. On success the caller owns one m.opening unit
-// and one m.opens count.
-func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func(int)) error {
+// queue when there is none, until the wait passes, ctx ends or withdraw is
+// closed. On success the caller owns one m.opening unit and one m.opens
+// count.
+func (m *Manager) reserve(ctx context.Context, wait time.Duration, withdraw <-chan struct{}, onQueued func(int)) error {
 	m.mu.Lock()
 	if err := m.refuseLocked(); err != nil {
 		m.mu.Unlock()
@@ -559,6 +573,8 @@ func (m *Manager) reserve(ctx context.Context, wait time.Duration, onQueued func
 			continue
 		case <-ctx.Done():
 			err = context.Cause(ctx) // the caller gave up: not a failure of ours
+		case <-withdraw:
+			err = ErrWithdrawn
 		case <-timer.C:
 			m.mu.Lock()
 			if m.memLow {

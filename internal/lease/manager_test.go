@@ -218,6 +218,57 @@ func TestCancelledWaiterLeavesAtOnceAndIsNeverGranted(t *testing.T) {
 	})
 }
 
+// Withdraw takes a waiter out of the queue (it moves to another broker of
+// a fleet) without counting a failure or opening a session; once the
+// waiter has its capacity, Withdraw is no longer heard.
+func TestWithdrawLeavesTheQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, b := newManager(t, Config{Capacity: 1})
+		first := mustAcquire(t, m, AcquireRequest{})
+		withdraw := make(chan struct{})
+		errc := make(chan error, 1)
+		go func() {
+			_, err := m.Acquire(context.Background(), AcquireRequest{Withdraw: withdraw}, nil)
+			errc <- err
+		}()
+		synctest.Wait()
+		if st := m.Stats(); st.Waiting != 1 {
+			t.Fatalf("waiting %d, want 1", st.Waiting)
+		}
+		close(withdraw)
+		if err := <-errc; !errors.Is(err, ErrWithdrawn) {
+			t.Fatalf("withdrawn Acquire = %v, want ErrWithdrawn", err)
+		}
+		if st := m.Stats(); st.Waiting != 0 || st.AcquireFailures != 0 {
+			t.Fatalf("after the withdrawal: waiting %d, failures %d; want none", st.Waiting, st.AcquireFailures)
+		}
+
+		// Granted, then withdrawn: the lease stands.
+		late := make(chan struct{})
+		got := make(chan *Lease, 1)
+		go func() {
+			l, _ := m.Acquire(context.Background(), AcquireRequest{Withdraw: late}, nil)
+			got <- l
+		}()
+		synctest.Wait()
+		first.Reclaim(Released, "")
+		l := <-got
+		close(late)
+		synctest.Wait()
+		if l == nil {
+			t.Fatal("the waiter granted before its withdrawal got no lease")
+		}
+		select {
+		case <-l.Done():
+			t.Fatalf("the lease granted before the withdrawal was reclaimed: %v", reasonOf(t, l))
+		default:
+		}
+		if n := len(b.opened()); n != 2 {
+			t.Fatalf("sessions opened = %d, want 2 (none for the withdrawn waiter)", n)
+		}
+	})
+}
+
 func TestQueueFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// MaxQueue 3, not 1: the message must count the waiters, not

@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -21,6 +23,7 @@ import (
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 	"github.com/browserbroker/broker/internal/fleet"
+	"github.com/browserbroker/broker/internal/lease"
 )
 
 // forwardedBy marks a call one broker makes to another on a client's
@@ -33,7 +36,7 @@ type Fleet interface {
 	ID() string
 	Members(ctx context.Context) ([]fleet.Member, error)
 	Lookup(ctx context.Context, id string) (fleet.Member, error)
-	PickFree(ctx context.Context) (fleet.Member, bool, error)
+	PickFree(ctx context.Context, maxAge time.Duration) (fleet.Member, bool, error)
 	ClaimSession(ctx context.Context, key string) (owner string, err error)
 	SessionOwner(ctx context.Context, key string) (owner string, err error)
 }
@@ -240,7 +243,7 @@ func (s *Server) fleetAcquire(stream brokerv1.LeaseService_LeaseServer, first *b
 	if s.leases.Free() > 0 || forwarded(ctx) || !s.forwardable(ctx) {
 		return false, nil
 	}
-	m, ok, err := s.cfg.Fleet.PickFree(ctx)
+	m, ok, err := s.cfg.Fleet.PickFree(ctx, 0)
 	if err != nil || !ok {
 		// No room elsewhere either, or no Redis: queue here.
 		s.log.Debug("acquire not forwarded: no broker of the fleet has room", zap.Error(err))
@@ -253,6 +256,90 @@ func (s *Server) fleetAcquire(stream brokerv1.LeaseService_LeaseServer, first *b
 		return false, nil
 	}
 	return true, err
+}
+
+// hopEvery is how often an acquire waiting in this broker's queue looks for
+// room on the other brokers, and how old the fleet's view of their load
+// may be when it does.
+const hopEvery = 250 * time.Millisecond
+
+// mayHop says whether an acquire waiting here may move to another broker
+// (acquireOrHop): in a fleet, not for a sticky session (it lives on its
+// owner), not when forwarded here already (a call is forwarded once), and
+// only with credentials that can go along.
+func (s *Server) mayHop(ctx context.Context, req lease.AcquireRequest) bool {
+	return s.cfg.Fleet != nil && req.SessionKey == "" && !forwarded(ctx) && s.forwardable(ctx)
+}
+
+// acquireOrHop waits for a lease in this broker's queue, as Acquire does,
+// and meanwhile every hopEvery looks for room on the other brokers: once
+// one has room for this waiter (at least its position in line, so the
+// head of the line moves first), the wait here is given up and the acquire
+// forwarded there with what is left of its wait_timeout. So a fleet whose
+// brokers were all full when the acquire came serves it from whichever
+// frees up first. hopped reports that the acquire went elsewhere; err is
+// then how the forwarded stream ended. A lease granted here meanwhile is
+// kept; when the other broker refuses (its room went), the acquire waits
+// here again, at the back of the line.
+func (s *Server) acquireOrHop(stream brokerv1.LeaseService_LeaseServer, first *brokerv1.LeaseRequest, req lease.AcquireRequest,
+	queued func(int)) (l *lease.Lease, hopped bool, err error) {
+	ctx := stream.Context()
+	wait := s.leases.WaitTimeout(req.Wait)
+	deadline := time.Now().Add(wait)
+	type result struct {
+		l   *lease.Lease
+		err error
+	}
+	for {
+		withdraw := make(chan struct{})
+		req.Withdraw = withdraw
+		var pos atomic.Int64 // the last position in line heard; 0: not in line
+		res := make(chan result, 1)
+		go func() {
+			l, err := s.leases.Acquire(ctx, req, func(p int) { pos.Store(int64(p)); queued(p) })
+			res <- result{l, err}
+		}()
+		tick := time.NewTicker(hopEvery)
+		var to fleet.Member
+		var r result
+	wait:
+		for {
+			select {
+			case r = <-res:
+				break wait
+			case <-tick.C:
+				p := pos.Load()
+				if p <= 0 {
+					continue
+				}
+				m, ok, err := s.cfg.Fleet.PickFree(ctx, hopEvery)
+				if err != nil || !ok || int64(m.Load.Free) < p {
+					continue
+				}
+				to = m
+				close(withdraw)
+				r = <-res // Acquire has returned: no queued message is sent after it
+				break wait
+			}
+		}
+		tick.Stop()
+		left := time.Until(deadline)
+		if !errors.Is(r.err, lease.ErrWithdrawn) {
+			return r.l, false, r.err // granted here (perhaps as it was withdrawn), or failed
+		}
+		if left <= 0 {
+			return nil, false, fmt.Errorf("%w (waited %v)", lease.ErrNoCapacity, wait)
+		}
+		fwd := proto.Clone(first).(*brokerv1.LeaseRequest)
+		fwd.GetAcquire().WaitTimeout = durationpb.New(left)
+		s.log.Debug("queued acquire moves to another broker", zap.String("broker_id", to.ID), zap.Int64("position", pos.Load()))
+		started, err := s.proxyLease(stream, fwd, to)
+		if started {
+			return nil, true, err
+		}
+		s.log.Debug("moved acquire refused; waiting here again", zap.String("broker_id", to.ID), zap.Error(err))
+		req.Wait = left
+	}
 }
 
 // proxyLease sends an acquire to another broker and, once that broker

@@ -68,11 +68,20 @@ func (ls *leaseService) Lease(stream brokerv1.LeaseService_LeaseServer) error {
 		}
 	}
 	asked := time.Now()
-	l, err := s.leases.Acquire(ctx, req, func(pos int) {
+	queued := func(pos int) {
 		// A failed send means the stream is gone; Acquire sees ctx end.
 		_ = stream.Send(&brokerv1.LeaseResponse{Msg: &brokerv1.LeaseResponse_Queued{
 			Queued: &brokerv1.Queued{Position: int32(pos)}}})
-	})
+	}
+	var l *lease.Lease
+	if s.mayHop(ctx, req) {
+		var hopped bool
+		if l, hopped, err = s.acquireOrHop(stream, first, req, queued); hopped {
+			return err
+		}
+	} else {
+		l, err = s.leases.Acquire(ctx, req, queued)
+	}
 	if err != nil {
 		return toStatus(s.log, err)
 	}
