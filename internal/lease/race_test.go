@@ -139,7 +139,7 @@ type raceSummary struct {
 	duplicates                                uint64
 	renewsOK, commandsOK, aborted, refused    int
 	waitersCancelled, waitTimeouts, queueFull int
-	openFailed, shutOut                       int
+	withdrawn, openFailed, shutOut            int
 	lateStarts                                [3]int // commands started as the reclaim began: before Close, during, after Done
 	closeActive, closeWaiting                 int    // at the instants Close was called
 	took                                      time.Duration
@@ -155,12 +155,12 @@ func (s raceSummary) String() string {
 	return fmt.Sprintf("race model: %d rounds, %d leases (%d never reached their acquirer); reclaimed %s; "+
 		"%d duplicate triggers absorbed; %d commands aborted in flight, %d refused after reclaim, %d ok; %d renews ok; "+
 		"%d commands started as their reclaim began (%d of them after Close began, %d after the lease was reclaimed); "+
-		"%d waiters cancelled, %d timed out, %d shut out, %d queue full, %d opens failed; "+
+		"%d waiters cancelled, %d withdrawn, %d timed out, %d shut out, %d queue full, %d opens failed; "+
 		"Close met %d active and %d waiting; took %v",
 		s.rounds, s.granted, s.hidden, strings.Join(reasons, " "), s.duplicates,
 		s.aborted, s.refused, s.commandsOK, s.renewsOK,
 		s.lateStarts[0]+s.lateStarts[1]+s.lateStarts[2], s.lateStarts[1]+s.lateStarts[2], s.lateStarts[2],
-		s.waitersCancelled, s.waitTimeouts, s.shutOut, s.queueFull, s.openFailed,
+		s.waitersCancelled, s.withdrawn, s.waitTimeouts, s.shutOut, s.queueFull, s.openFailed,
 		s.closeActive, s.closeWaiting, s.took.Round(time.Millisecond))
 }
 
@@ -310,6 +310,7 @@ func runRaceRound(cfg raceConfig, sum *raceSummary) []error {
 	sum.aborted += s.aborted
 	sum.refused += s.refused
 	sum.waitersCancelled += s.waitersCancelled
+	sum.withdrawn += s.withdrawn
 	sum.waitTimeouts += s.waitTimeouts
 	sum.queueFull += s.queueFull
 	sum.openFailed += s.openFailed
@@ -440,6 +441,12 @@ func (r *raceRound) acquire() (*Lease, error) {
 		t := time.AfterFunc(ms(mrand.IntN(6)), cancel)
 		defer t.Stop()
 	}
+	if chance(10) { // a waiter that moves to another broker: withdrawn from the queue
+		withdraw := make(chan struct{})
+		req.Withdraw = withdraw
+		t := time.AfterFunc(ms(mrand.IntN(6)), func() { close(withdraw) })
+		defer t.Stop()
+	}
 	l, err := r.m.Acquire(ctx, req, func(pos int) {
 		if pos < 1 || pos > r.cfg.MaxQueue {
 			r.fail("api", "", "Acquire reported queue position %d, want 1..%d", pos, r.cfg.MaxQueue)
@@ -450,6 +457,11 @@ func (r *raceRound) acquire() (*Lease, error) {
 		r.deliver(l)
 	case errors.Is(err, context.Canceled):
 		r.count(func(s *raceSummary) { s.waitersCancelled++ })
+	case errors.Is(err, ErrWithdrawn):
+		if req.Withdraw == nil {
+			r.fail("api", "", "Acquire = %v without a Withdraw", err)
+		}
+		r.count(func(s *raceSummary) { s.withdrawn++ })
 	case errors.Is(err, ErrNoCapacity):
 		r.count(func(s *raceSummary) { s.waitTimeouts++ })
 	case errors.Is(err, ErrQueueFull):
