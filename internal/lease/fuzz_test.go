@@ -48,7 +48,7 @@ const (
 	evAcquire       = iota // wait, ttl: acquire without a key, waiting here
 	evAcquireKey           // key, wait: acquire a sticky session, waiting here
 	evAcquireAsync         // key (0: none), wait, principal: acquire in the background
-	evCancelAcquire        // which: cancel a background acquire
+	evCancelAcquire        // which: cancel a background acquire (even), or withdraw it from the queue (odd)
 	evRelease              // lease, async
 	evStreamClosed         // lease, async
 	evRenew                // lease
@@ -81,11 +81,12 @@ type eventRun struct {
 	closed  atomic.Bool // Close was called
 	memLow  atomic.Bool
 
-	bg      sync.WaitGroup // background acquires, triggers, commands, deletes
-	mu      sync.Mutex
-	leases  []*Lease
-	cancels []context.CancelFunc
-	errs    []string // broken promises seen in the background
+	bg        sync.WaitGroup // background acquires, triggers, commands, deletes
+	mu        sync.Mutex
+	leases    []*Lease
+	cancels   []context.CancelFunc
+	withdraws []func() // close a background acquire's Withdraw, once
+	errs      []string // broken promises seen in the background
 }
 
 func (r *eventRun) next() byte {
@@ -124,7 +125,7 @@ func (r *eventRun) granted(l *Lease) {
 // acquireErrOK says whether an acquire may fail so with the run's valid
 // requests.
 func acquireErrOK(err error) bool {
-	for _, e := range []error{ErrNoCapacity, ErrQueueFull, ErrShuttingDown, ErrDraining, ErrBackend, ErrNotFound, ErrLimit, context.Canceled} {
+	for _, e := range []error{ErrNoCapacity, ErrQueueFull, ErrShuttingDown, ErrDraining, ErrBackend, ErrNotFound, ErrLimit, ErrWithdrawn, context.Canceled} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -262,16 +263,22 @@ func (r *eventRun) step() {
 			req.Principal = fmt.Sprintf("p%d", p)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
+		withdraw := make(chan struct{})
+		req.Withdraw = withdraw
 		r.mu.Lock()
 		r.cancels = append(r.cancels, cancel)
+		r.withdraws = append(r.withdraws, sync.OnceFunc(func() { close(withdraw) }))
 		r.mu.Unlock()
 		r.bg.Go(func() { r.acquire(ctx, req, fmt.Sprintf("background Acquire(%+v)", req)) })
 		name += fmt.Sprintf("(key %q, wait %v, principal %q)", req.SessionKey, wait, req.Principal)
 	case evCancelAcquire:
 		i := int(r.next())
 		r.mu.Lock()
-		if len(r.cancels) > 0 {
-			r.cancels[i%len(r.cancels)]()
+		if len(r.cancels) > 0 && i%2 == 1 {
+			r.withdraws[(i/2)%len(r.withdraws)]()
+			name = "withdraw-acquire"
+		} else if len(r.cancels) > 0 {
+			r.cancels[(i/2)%len(r.cancels)]()
 		}
 		r.mu.Unlock()
 	case evRelease, evStreamClosed:
