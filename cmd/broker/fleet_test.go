@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,15 +27,38 @@ import (
 	"github.com/browserbroker/broker/internal/testredis"
 )
 
-// fleetOf starts n brokers of one lease each on Redis, named b1..bn.
-func fleetOf(t *testing.T, r *testredis.Server, n int) []*brokerProc {
+// fleetOf starts n brokers of one lease each on Redis, named b1..bn, with
+// extra flags.
+func fleetOf(t *testing.T, r *testredis.Server, n int, extra ...string) []*brokerProc {
 	t.Helper()
 	var bs []*brokerProc
 	for i := 1; i <= n; i++ {
-		bs = append(bs, startBroker(t, "--max-leases", "1", "--redis", r.URL(), "--broker-id", fmt.Sprintf("b%d", i),
-			"--fleet-ttl", "1500ms"))
+		bs = append(bs, startBroker(t, append([]string{"--max-leases", "1", "--redis", r.URL(), "--broker-id", fmt.Sprintf("b%d", i),
+			"--fleet-ttl", "1500ms"}, extra...)...))
 	}
 	return bs
+}
+
+// metric reads one series of a broker's metrics ("name{label=\"v\"}");
+// 0 when it is not there.
+func metric(t *testing.T, p *brokerProc, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + logAddr(t, p, "metrics listening") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", sc.Text(), err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 func fleetStats(t *testing.T, admin brokerv1.AdminServiceClient) (*brokerv1.GetStatsResponse, error) {
@@ -76,7 +101,7 @@ func TestFleet(t *testing.T) {
 		fmt.Fprint(w, `<!doctype html><title>fleet</title><h1>hello</h1>`)
 	}))
 	defer site.Close()
-	bs := fleetOf(t, r, 3)
+	bs := fleetOf(t, r, 3, "--metrics-addr", "127.0.0.1:0")
 	conn := dial(t, bs[0].addr)
 	page, admin := brokerv1.NewPageServiceClient(conn), brokerv1.NewAdminServiceClient(conn)
 	waitFleet(t, admin, 10*time.Second, "b1,b2,b3", func(s *brokerv1.GetStatsResponse) bool { return memberIDs(s) == "b1,b2,b3" })
@@ -244,6 +269,12 @@ func TestFleet(t *testing.T) {
 			t.Errorf("granted %v after b3 freed up, want within a few hop intervals", took)
 		}
 		held["b1"].stillHeld(t)
+		if n := metric(t, bs[0], `broker_fleet_forwarded_acquires_total{why="queued"}`); n != 1 {
+			t.Errorf("b1's broker_fleet_forwarded_acquires_total{why=\"queued\"} = %v, want 1", n)
+		}
+		if n := metric(t, bs[0], `broker_fleet_forwarded_acquires_total{why="full"}`); n != 2 {
+			t.Errorf("b1's broker_fleet_forwarded_acquires_total{why=\"full\"} = %v, want 2 (the first two leases through it)", n)
+		}
 		navigate(t, page, id, site.URL)
 		moved := &testLease{id: id, stream: st, cancel: cancel, done: make(chan struct{})}
 		go moved.receive()

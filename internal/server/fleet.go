@@ -234,7 +234,7 @@ func (s *Server) fleetAcquire(stream brokerv1.LeaseService_LeaseServer, first *b
 		if err != nil {
 			return true, fleetErr(err, "a sticky session")
 		}
-		started, err := s.proxyLease(stream, first, m)
+		started, err := s.proxyLease(stream, first, m, "session")
 		if !started {
 			return true, peerErr(m, err)
 		}
@@ -249,7 +249,7 @@ func (s *Server) fleetAcquire(stream brokerv1.LeaseService_LeaseServer, first *b
 		s.log.Debug("acquire not forwarded: no broker of the fleet has room", zap.Error(err))
 		return false, nil
 	}
-	started, err := s.proxyLease(stream, first, m)
+	started, err := s.proxyLease(stream, first, m, "full")
 	if !started {
 		// It filled up meanwhile, or is gone: serve here after all.
 		s.log.Debug("forwarded acquire refused", zap.String("broker_id", m.ID), zap.Error(err))
@@ -333,7 +333,7 @@ func (s *Server) acquireOrHop(stream brokerv1.LeaseService_LeaseServer, first *b
 		fwd := proto.Clone(first).(*brokerv1.LeaseRequest)
 		fwd.GetAcquire().WaitTimeout = durationpb.New(left)
 		s.log.Debug("queued acquire moves to another broker", zap.String("broker_id", to.ID), zap.Int64("position", pos.Load()))
-		started, err := s.proxyLease(stream, fwd, to)
+		started, err := s.proxyLease(stream, fwd, to, "queued")
 		if started {
 			return nil, true, err
 		}
@@ -348,8 +348,11 @@ func (s *Server) acquireOrHop(stream brokerv1.LeaseService_LeaseServer, first *b
 // side breaks: the client's stream ending here cancels the forwarded
 // stream (STREAM_CLOSED there), and the owner's revoked comes back
 // through. started is false when the broker refused the acquire (or could
-// not be reached) before answering anything: err says why.
-func (s *Server) proxyLease(stream brokerv1.LeaseService_LeaseServer, first *brokerv1.LeaseRequest, m fleet.Member) (started bool, err error) {
+// not be reached) before answering anything: err says why. why is the
+// forward's kind in the metrics: "session" (to the sticky session's
+// owner), "full" (this broker had no room), "queued" (moved from the
+// queue, acquireOrHop).
+func (s *Server) proxyLease(stream brokerv1.LeaseService_LeaseServer, first *brokerv1.LeaseRequest, m fleet.Member, why string) (started bool, err error) {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	conn, err := s.peers.get(m.Address)
@@ -368,7 +371,8 @@ func (s *Server) proxyLease(stream brokerv1.LeaseService_LeaseServer, first *bro
 	if err != nil {
 		return false, err
 	}
-	s.log.Debug("acquire forwarded", zap.String("broker_id", m.ID))
+	s.log.Debug("acquire forwarded", zap.String("broker_id", m.ID), zap.String("why", why))
+	s.cfg.Metrics.observeForward(why)
 	if err := stream.Send(resp); err != nil {
 		return true, err // cancel ends the forwarded stream: STREAM_CLOSED there
 	}

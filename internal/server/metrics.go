@@ -23,6 +23,7 @@ type Metrics struct {
 
 	grantWait       prometheus.Histogram
 	commandDuration *prometheus.HistogramVec
+	forwarded       *prometheus.CounterVec
 }
 
 var (
@@ -70,13 +71,17 @@ func NewMetrics(leases *lease.Manager, browsers interface{ Stats() browser.Stats
 			Help:    "From acquire to granted: queueing plus creating the browser context.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "broker_fleet_forwarded_acquires_total",
+			Help: "Acquires this broker passed to another broker of the fleet, by why: session (to the sticky session's owner), full (no room here on arrival), queued (moved from this broker's queue when another freed up).",
+		}, []string{"why"}),
 		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "broker_command_duration_seconds",
 			Help:    "Page command duration, by method and gRPC status code.",
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"method", "code"}),
 	}
-	m.registry.MustRegister(m, m.grantWait, m.commandDuration,
+	m.registry.MustRegister(m, m.grantWait, m.commandDuration, m.forwarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -89,6 +94,12 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) observeGrant(d time.Duration) {
 	if m != nil {
 		m.grantWait.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) observeForward(why string) {
+	if m != nil {
+		m.forwarded.WithLabelValues(why).Inc()
 	}
 }
 
