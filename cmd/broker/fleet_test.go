@@ -265,8 +265,8 @@ func TestFleet(t *testing.T) {
 			t.Fatalf("the waiting acquire was granted %s, want a lease of b3, the broker that freed up", id)
 		}
 		t.Logf("the acquire waiting on b1 was granted on b3 %v after b3 freed up", took.Round(time.Millisecond))
-		if took > 3*time.Second {
-			t.Errorf("granted %v after b3 freed up, want within a few hop intervals", took)
+		if took > 10*time.Second {
+			t.Errorf("granted %v after b3 freed up, want within a few hop intervals (not after the 30s wait)", took)
 		}
 		held["b1"].stillHeld(t)
 		if n := metric(t, bs[0], `broker_fleet_forwarded_acquires_total{why="queued"}`); n != 1 {

@@ -493,8 +493,8 @@ func TestNudgesAreThrottled(t *testing.T) {
 			time.Sleep(50 * time.Microsecond)
 		}
 	})
-	if max := int(burst/nudgeGap) + 2; len(got) < 1 || len(got) > max {
-		t.Errorf("%d nudges in %v made %d round trips; want 1 to %d (one per %v)", active.Load(), burst, len(got), max, nudgeGap)
+	if max := int(burst/nudgeGap) + 2; len(got) > max {
+		t.Errorf("%d nudges in %v made %d round trips; want at most %d (one per %v)", active.Load(), burst, len(got), max, nudgeGap)
 	}
 	want := int(active.Load())
 	waitUntil(t, "the last load registered", 2*nudgeGap+time.Second, func() bool {
