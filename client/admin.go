@@ -13,7 +13,19 @@ import (
 // Leases lists the live leases (closing ones included) that carry every
 // label in labels, oldest first; nil or empty labels list them all.
 func (c *Client) Leases(ctx context.Context, labels map[string]string) ([]*brokerv1.LeaseInfo, error) {
-	resp, err := c.admin.ListLeases(ctx, &brokerv1.ListLeasesRequest{Labels: labels})
+	return c.listLeases(ctx, brokerv1.Scope_SCOPE_BROKER, labels)
+}
+
+// FleetLeases is [Client.Leases] for every broker of the broker's fleet,
+// each lease with its broker_id. It fails with UNAVAILABLE when a broker
+// cannot be asked (or Redis is away) rather than answer for part of the
+// fleet; a broker outside any fleet answers for itself.
+func (c *Client) FleetLeases(ctx context.Context, labels map[string]string) ([]*brokerv1.LeaseInfo, error) {
+	return c.listLeases(ctx, brokerv1.Scope_SCOPE_FLEET, labels)
+}
+
+func (c *Client) listLeases(ctx context.Context, scope brokerv1.Scope, labels map[string]string) ([]*brokerv1.LeaseInfo, error) {
+	resp, err := c.admin.ListLeases(ctx, &brokerv1.ListLeasesRequest{Labels: labels, Scope: scope})
 	if err != nil {
 		return nil, err
 	}
@@ -70,6 +82,13 @@ func (c *Client) DeleteSession(ctx context.Context, key string) (brokerv1.Reclai
 // Stats reports the broker's capacity, counters and lease invariant.
 func (c *Client) Stats(ctx context.Context) (*brokerv1.GetStatsResponse, error) {
 	return c.admin.GetStats(ctx, &brokerv1.GetStatsRequest{})
+}
+
+// FleetStats is [Client.Stats] summed over every broker of the broker's
+// fleet, with each broker's registration in members; as FleetLeases, it
+// fails rather than answer for part of the fleet.
+func (c *Client) FleetStats(ctx context.Context) (*brokerv1.GetStatsResponse, error) {
+	return c.admin.GetStats(ctx, &brokerv1.GetStatsRequest{Scope: brokerv1.Scope_SCOPE_FLEET})
 }
 
 // Drain stops the broker granting leases, before a restart: new and queued

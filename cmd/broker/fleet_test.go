@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -147,6 +148,17 @@ func TestFleet(t *testing.T) {
 	ll, err := admin.ListLeases(callCtx(t, 10*time.Second), &brokerv1.ListLeasesRequest{Scope: brokerv1.Scope_SCOPE_FLEET})
 	if err != nil || len(ll.GetLeases()) != 3 {
 		t.Fatalf("ListLeases(FLEET) = %v, %v; want the three leases", ll, err)
+	}
+	// The same through cmd/client: --fleet on leases and stats.
+	out, err := exec.Command(filepath.Join(binDir, "client"), "--addr", bs[0].addr, "leases", "--fleet").CombinedOutput()
+	for _, o := range owners {
+		if err != nil || !strings.Contains(string(out), byOwner[o].id) || !strings.Contains(string(out), "BROKER") {
+			t.Errorf("client leases --fleet: %v\n%s\nwant a BROKER column and the lease of %s", err, out, o)
+		}
+	}
+	out, err = exec.Command(filepath.Join(binDir, "client"), "--addr", bs[0].addr, "stats", "--fleet").CombinedOutput()
+	if err != nil || !regexp.MustCompile(`(?m)^active\s+3$`).Match(out) || strings.Count(string(out), "127.0.0.1:") != 3 {
+		t.Errorf("client stats --fleet: %v\n%s\nwant active 3 and the three members with their addresses", err, out)
 	}
 	for _, li := range ll.GetLeases() {
 		if li.GetBrokerId() != fleet.OwnerOf(li.GetLeaseId()) || li.GetCommands() != 2 {

@@ -14,6 +14,7 @@ func (c *cli) leases(ctx context.Context, args []string) error {
 	labels := labelsFlag{}
 	fs := c.flagSet("leases")
 	fs.Var(labels, "label", "k=v label filter")
+	inFleet := fs.Bool("fleet", false, "every broker of the fleet")
 	rest, err := c.parse(fs, args, true)
 	if err != nil {
 		return err
@@ -22,6 +23,9 @@ func (c *cli) leases(ctx context.Context, args []string) error {
 		return usageErrorf("leases: unexpected argument %q", rest[0])
 	}
 	leases, err := adminCall(ctx, c, "leases", func(ctx context.Context, cl *client.Client) ([]*brokerv1.LeaseInfo, error) {
+		if *inFleet {
+			return cl.FleetLeases(ctx, labels)
+		}
 		return cl.Leases(ctx, labels)
 	})
 	if err != nil {
@@ -36,11 +40,17 @@ func (c *cli) leases(ctx context.Context, args []string) error {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	if *inFleet {
+		fmt.Fprint(tw, "BROKER\t")
+	}
 	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tIDLE\tCOMMANDS\tLABELS")
 	for _, l := range leases {
 		state := enumName(l.GetState())
 		if l.GetReason() != brokerv1.ReclaimReason_RECLAIM_REASON_UNSPECIFIED {
 			state += "(" + enumName(l.GetReason()) + ")"
+		}
+		if *inFleet {
+			fmt.Fprintf(tw, "%s\t", l.GetBrokerId())
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", l.GetLeaseId(), state,
 			since(now, l.GetGrantedAt()), since(now, l.GetLastActivityAt()),
@@ -179,6 +189,7 @@ func (c *cli) deleteSession(ctx context.Context, args []string) error {
 
 func (c *cli) stats(ctx context.Context, args []string) error {
 	fs := c.flagSet("stats")
+	inFleet := fs.Bool("fleet", false, "summed over every broker of the fleet")
 	rest, err := c.parse(fs, args, true)
 	if err != nil {
 		return err
@@ -187,6 +198,9 @@ func (c *cli) stats(ctx context.Context, args []string) error {
 		return usageErrorf("stats: unexpected argument %q", rest[0])
 	}
 	st, err := adminCall(ctx, c, "stats", func(ctx context.Context, cl *client.Client) (*brokerv1.GetStatsResponse, error) {
+		if *inFleet {
+			return cl.FleetStats(ctx)
+		}
 		return cl.Stats(ctx)
 	})
 	if err != nil {
@@ -216,5 +230,15 @@ func (c *cli) stats(ctx context.Context, args []string) error {
 	fmt.Fprintf(tw, "invariant\t%s\n", invariant)
 	fmt.Fprintf(tw, "invariant violations\t%d\n", st.GetInvariantViolations())
 	fmt.Fprintf(tw, "uptime\t%v\n", st.GetUptime().AsDuration().Truncate(time.Second))
+	if err := tw.Flush(); err != nil || len(st.GetMembers()) == 0 {
+		return err
+	}
+	fmt.Fprintln(c.stdout)
+	tw = tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "BROKER\tADDRESS\tCAPACITY\tACTIVE\tFREE\tWAITING\tDRAINING\tHEARTBEAT")
+	for _, m := range st.GetMembers() {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%v\t%s ago\n", m.GetBrokerId(), m.GetAddress(), m.GetCapacity(),
+			m.GetActive(), m.GetFree(), m.GetWaiting(), m.GetDraining(), since(time.Now(), m.GetHeartbeatAt()))
+	}
 	return tw.Flush()
 }

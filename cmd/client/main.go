@@ -49,10 +49,14 @@ Command-line client of the browser-lease broker.
 
 Commands:
   lease --url URL [flags]    lease a browser, drive its page, give it back
-  leases [--label k=v]...    list the live leases
+  leases [--label k=v]... [--fleet]
+                             list the live leases (of every broker of the
+                             fleet, with --fleet)
   lease-info ID              describe one lease
   revoke ID [--message M]    revoke a lease (its holder sees REVOKED)
-  stats                      capacity, counters and the lease invariant
+  stats [--fleet]            capacity, counters and the lease invariant
+                             (summed over the fleet, and its members, with
+                             --fleet)
   sessions                   list the sticky sessions: held, warm or saved
   delete-session KEY         end a sticky session: its lease is revoked, its
                              context closed, its saved state removed
