@@ -395,8 +395,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler())
 		if c.security.dashboardAllowed(ctx, c.dashboard, c.metricsAddr, log) {
-			dash := dashboard.New(dashboard.Config{Leases: leases, Browsers: pool, Drainer: srv, Auth: sec.auth,
-				Logger: log.Named("dashboard")})
+			dcfg := dashboard.Config{Leases: leases, Browsers: pool, Drainer: srv, Auth: sec.auth, Logger: log.Named("dashboard")}
+			if fl != nil {
+				dcfg.Fleet = fl // not a nil *fleet.Fleet: no fleet panel outside a fleet
+			}
+			dash := dashboard.New(dcfg)
 			defer dash.Close() // after hs.Close (deferred below): no live view outlasts it
 			mux.Handle("/dashboard/", dash)
 			mux.Handle("GET /{$}", http.RedirectHandler("/dashboard/", http.StatusFound))

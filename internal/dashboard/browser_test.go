@@ -157,7 +157,8 @@ func TestDashboardInChromium(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 	leaseClient, pageClient := brokerv1.NewLeaseServiceClient(conn), brokerv1.NewPageServiceClient(conn)
 
-	dash := New(Config{Leases: leases, Browsers: pool, Drainer: srv, Logger: log.Named("dashboard")})
+	// A broker of a fleet of two, as it would see its fleet.
+	dash := New(Config{Leases: leases, Browsers: pool, Drainer: srv, Fleet: fakeFleet{}, Logger: log.Named("dashboard")})
 	mux := http.NewServeMux()
 	mux.Handle("/dashboard/", dash)
 	web := httptest.NewServer(mux)
@@ -257,6 +258,11 @@ func TestDashboardInChromium(t *testing.T) {
 	waitFor("the reclaim chart's bar", `() => document.querySelectorAll('#chart svg rect').length > 0`, nil)
 	waitFor("the browser table", `() => document.querySelectorAll('#browsers tbody tr').length > 0`, nil)
 	waitFor("the crashes card", `() => document.querySelector('#summary').innerText.includes('0 browser, 0 page, 0 driver')`, nil)
+	waitFor("the fleet table", `() => {
+		const rows = [...document.querySelectorAll('#fleet tbody tr')].map(r => r.innerText);
+		return !document.querySelector('#fleet-panel').hidden && rows.length === 2 &&
+			rows[0].includes('b1 (this broker)') && rows[1].includes('b2') && rows[1].includes('draining');
+	}`, nil)
 	if path := os.Getenv("DASHBOARD_SCREENSHOT"); path != "" {
 		if _, err := page.Screenshot(playwright.PageScreenshotOptions{Path: playwright.String(path), FullPage: playwright.Bool(true)}); err != nil {
 			t.Errorf("saving the dashboard screenshot to %s: %v", path, err)

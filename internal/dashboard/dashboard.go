@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/browserbroker/broker/internal/browser"
+	"github.com/browserbroker/broker/internal/fleet"
 	"github.com/browserbroker/broker/internal/lease"
 	"github.com/browserbroker/broker/internal/server"
 )
@@ -44,6 +45,14 @@ type Drainer interface {
 	SetDraining(on bool)
 }
 
+// Fleet is what the dashboard shows of a fleet of brokers (fleet.Fleet).
+type Fleet interface {
+	ID() string
+	// MembersWithin lists the live brokers, read from Redis at most once
+	// per maxAge.
+	MembersWithin(ctx context.Context, maxAge time.Duration) ([]fleet.Member, error)
+}
+
 // Config configures the dashboard. Zero values mean the defaults.
 type Config struct {
 	// Leases is the lease manager. Required.
@@ -58,6 +67,9 @@ type Config struct {
 	// `Authorization: Bearer TOKEN` header or in the cookie the login form
 	// sets. Nil: the dashboard is open to whoever reaches it.
 	Auth *server.Auth
+	// Fleet, when the broker is in one, is shown as its members and their
+	// load; nil: no fleet panel.
+	Fleet Fleet
 	// Thumbnail takes a lease's thumbnail (a JPEG); nil: a viewport
 	// screenshot of the lease's page through Leases.Inspect.
 	Thumbnail func(ctx context.Context, leaseID string) ([]byte, error)

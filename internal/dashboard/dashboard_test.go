@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/browserbroker/broker/internal/browser"
+	"github.com/browserbroker/broker/internal/fleet"
 	"github.com/browserbroker/broker/internal/lease"
 	"github.com/browserbroker/broker/internal/server"
 )
@@ -517,6 +519,52 @@ func TestStateJSONShape(t *testing.T) {
 	json.NewDecoder(resp.Body).Decode(&s)
 	if s.Reclaims.LastHour["RELEASED"] != 1 || len(s.Leases) != 2 {
 		t.Errorf("after a release: reclaims last hour %v, %d leases; want RELEASED 1 and 2 leases (the waiter got one)", s.Reclaims.LastHour, len(s.Leases))
+	}
+}
+
+// fakeFleet is a fleet of two brokers, or one Redis cannot reach.
+type fakeFleet struct{ err error }
+
+func (f fakeFleet) ID() string { return "b1" }
+
+func (f fakeFleet) MembersWithin(_ context.Context, maxAge time.Duration) ([]fleet.Member, error) {
+	if maxAge <= 0 {
+		return nil, errors.New("want members read at most once per interval")
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	return []fleet.Member{
+		{ID: "b1", Address: "10.0.0.1:7070", Load: fleet.Load{Capacity: 4, Active: 2, Free: 2}, At: time.Now()},
+		{ID: "b2", Address: "10.0.0.2:7070", Load: fleet.Load{Capacity: 8, Active: 8, Waiting: 3, Draining: true}, At: time.Now().Add(-2 * time.Second)},
+	}, nil
+}
+
+// In a fleet, the state lists its members as they registered (this broker
+// marked); while Redis is away, it says so. Outside a fleet there is none.
+func TestStateFleet(t *testing.T) {
+	state := func(d *testDashboard) State {
+		t.Helper()
+		var s State
+		if err := json.NewDecoder(d.do(t, "GET", "/dashboard/api/state", nil, nil).Body).Decode(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if s := state(newTestDashboard(t, nil)); s.Fleet != nil {
+		t.Errorf("state outside a fleet has fleet %+v, want none", s.Fleet)
+	}
+	s := state(newTestDashboard(t, func(c *Config) { c.Fleet = fakeFleet{} }))
+	if s.Fleet == nil || s.Fleet.BrokerID != "b1" || len(s.Fleet.Members) != 2 || s.Fleet.Error != "" {
+		t.Fatalf("state fleet = %+v, want b1's view of b1 and b2", s.Fleet)
+	}
+	b1, b2 := s.Fleet.Members[0], s.Fleet.Members[1]
+	if !b1.Self || b1.Active != 2 || b1.Capacity != 4 || b2.Self || !b2.Draining || b2.Waiting != 3 || b2.Heartbeat < 1.5 || b2.Address != "10.0.0.2:7070" {
+		t.Errorf("state fleet members = %+v, want b1 (this broker, 2 of 4) and b2 (draining, 3 waiting, heartbeat 2s ago)", s.Fleet.Members)
+	}
+	s = state(newTestDashboard(t, func(c *Config) { c.Fleet = fakeFleet{err: errors.New("fleet: Redis unreachable")} }))
+	if s.Fleet == nil || len(s.Fleet.Members) != 0 || !strings.Contains(s.Fleet.Error, "Redis unreachable") {
+		t.Errorf("state fleet with Redis away = %+v, want no members and the error", s.Fleet)
 	}
 }
 

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"time"
@@ -18,6 +19,7 @@ type State struct {
 	Leases    []LeaseState      `json:"leases"`
 	Queue     []WaiterState     `json:"queue"`
 	Browsers  []BrowserState    `json:"browsers"`
+	Fleet     *FleetState       `json:"fleet,omitempty"`
 	Reclaims  ReclaimsState     `json:"reclaims"`
 	Viewer    ViewerState       `json:"viewer"`
 	Uptime    float64           `json:"uptime_seconds"`
@@ -89,6 +91,29 @@ type BrowserState struct {
 	PSSBytes uint64  `json:"pss_bytes"`
 	Age      float64 `json:"age_seconds"`
 	Retiring string  `json:"retiring,omitempty"`
+}
+
+// FleetState is the fleet this broker is in: its members as they last
+// registered.
+type FleetState struct {
+	BrokerID string        `json:"broker_id"`
+	Members  []MemberState `json:"members"`
+	// Error says why the members could not be read (Redis away).
+	Error string `json:"error,omitempty"`
+}
+
+// MemberState is one broker of the fleet.
+type MemberState struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Self     bool   `json:"self"`
+	Capacity int    `json:"capacity"`
+	Active   int    `json:"active"`
+	Free     int    `json:"free"`
+	Waiting  int    `json:"waiting"`
+	Draining bool   `json:"draining"`
+	// Heartbeat is how long ago it last registered.
+	Heartbeat float64 `json:"heartbeat_age_seconds"`
 }
 
 // ReclaimsState is reclaims by reason over the last hour.
@@ -170,6 +195,9 @@ func (h *Handler) state(viewer string) State {
 				Contexts: b.Contexts, Created: b.Created, PSSBytes: b.PSSBytes, Age: seconds(b.Age), Retiring: b.Retiring})
 		}
 	}
+	if h.cfg.Fleet != nil {
+		s.Fleet = h.fleetState(now)
+	}
 	s.Reclaims = ReclaimsState{Minutes: h.reclaims.series(now), LastHour: map[string]uint64{}}
 	for _, r := range lease.Reasons() {
 		s.Reclaims.Reasons = append(s.Reclaims.Reasons, r.String())
@@ -195,4 +223,23 @@ func invariantState(st lease.Stats) InvariantState {
 		text += fmt.Sprintf(" It was found broken %d times since the broker started.", st.InvariantViolations)
 	}
 	return InvariantState{OK: true, Text: text, Violations: st.InvariantViolations}
+}
+
+// fleetState reads the fleet's members, from Redis at most once per
+// Interval whatever the number of viewers.
+func (h *Handler) fleetState(now time.Time) *FleetState {
+	fs := &FleetState{BrokerID: h.cfg.Fleet.ID(), Members: []MemberState{}}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Interval)
+	defer cancel()
+	ms, err := h.cfg.Fleet.MembersWithin(ctx, h.cfg.Interval)
+	if err != nil {
+		fs.Error = err.Error()
+		return fs
+	}
+	for _, m := range ms {
+		fs.Members = append(fs.Members, MemberState{ID: m.ID, Address: m.Address, Self: m.ID == fs.BrokerID,
+			Capacity: m.Load.Capacity, Active: m.Load.Active, Free: m.Load.Free, Waiting: m.Load.Waiting,
+			Draining: m.Load.Draining, Heartbeat: seconds(now.Sub(m.At))})
+	}
+	return fs
 }

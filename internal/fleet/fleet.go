@@ -528,31 +528,37 @@ func (f *Fleet) Lookup(ctx context.Context, id string) (Member, error) {
 	return m, nil
 }
 
+// MembersWithin is Members, answered from the members read within maxAge
+// when there was such a read (0: always read): for the callers that ask
+// often, such as the acquires waiting in a queue and the dashboard.
+func (f *Fleet) MembersWithin(ctx context.Context, maxAge time.Duration) ([]Member, error) {
+	f.mu.Lock()
+	if maxAge > 0 && time.Since(f.membersRead) < maxAge {
+		ms := make([]Member, 0, len(f.known))
+		for _, k := range f.known {
+			ms = append(ms, k.m)
+		}
+		f.mu.Unlock()
+		sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
+		return ms, nil
+	}
+	f.mu.Unlock()
+	return f.Members(ctx)
+}
+
 // PickFree returns the live broker other than this one with the most free
 // capacity, not draining; false when none has room. It reads the members
-// from Redis unless it did within maxAge (0: always), so that acquires
-// waiting in the queue can keep asking without a round trip each. While
-// the last heartbeat did not reach Redis it fails at once with
-// ErrUnavailable, rather than making each acquire wait for Redis to time
-// out.
+// as MembersWithin(maxAge) does, so that acquires waiting in the queue can
+// keep asking without a round trip each. While the last heartbeat did not
+// reach Redis it fails at once with ErrUnavailable, rather than making
+// each acquire wait for Redis to time out.
 func (f *Fleet) PickFree(ctx context.Context, maxAge time.Duration) (Member, bool, error) {
 	if ok, err := f.Healthy(); !ok && err != nil {
 		return Member{}, false, f.unavailable(err)
 	}
-	var ms []Member
-	f.mu.Lock()
-	if maxAge > 0 && time.Since(f.membersRead) < maxAge {
-		ms = make([]Member, 0, len(f.known))
-		for _, k := range f.known {
-			ms = append(ms, k.m)
-		}
-	}
-	f.mu.Unlock()
-	if ms == nil {
-		var err error
-		if ms, err = f.Members(ctx); err != nil {
-			return Member{}, false, err
-		}
+	ms, err := f.MembersWithin(ctx, maxAge)
+	if err != nil {
+		return Member{}, false, err
 	}
 	var best Member
 	found := false
@@ -560,7 +566,7 @@ func (f *Fleet) PickFree(ctx context.Context, maxAge time.Duration) (Member, boo
 		if m.ID == f.cfg.ID || m.Load.Draining || m.Load.Free <= 0 {
 			continue
 		}
-		if !found || m.Load.Free > best.Load.Free || m.Load.Free == best.Load.Free && m.ID < best.ID {
+		if !found || m.Load.Free > best.Load.Free {
 			best, found = m, true
 		}
 	}

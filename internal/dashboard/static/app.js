@@ -174,6 +174,18 @@ function renderBrowsers(bs) {
   $("#no-browsers").hidden = bs.length > 0;
 }
 
+// The fleet: each broker as it last registered; none outside a fleet.
+function renderFleet(f) {
+  $("#fleet-panel").hidden = !f;
+  if (!f) return;
+  renderTable("#fleet", f.members, (m) => [m.id + (m.self ? " (this broker)" : ""), m.address,
+    m.active + " / " + m.capacity, m.free, m.waiting, m.draining ? "draining" : "serving",
+    duration(m.heartbeat_age_seconds) + " ago"]);
+  $("#fleet-count").textContent = "(" + f.members.length + " brokers)";
+  $("#fleet-error").hidden = !f.error;
+  $("#fleet-error").textContent = f.error ? "The fleet cannot be read: " + f.error : "";
+}
+
 // The reclaim chart: one stacked bar a minute, as SVG.
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -233,6 +245,7 @@ function render(s) {
   renderLeases(s.leases);
   renderQueue(s.queue);
   renderBrowsers(s.browsers);
+  renderFleet(s.fleet);
   renderReclaims(s.reclaims);
   const ds = $("#drain-state");
   ds.textContent = s.draining ? "draining: no new leases" : "accepting leases";
