@@ -2,13 +2,7 @@ package client_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
@@ -22,40 +16,15 @@ import (
 	"github.com/browserbroker/broker/client"
 	"github.com/browserbroker/broker/internal/lease"
 	"github.com/browserbroker/broker/internal/server"
+	"github.com/browserbroker/broker/internal/testcert"
 )
-
-// selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "broker"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		IsCA:         true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
-}
 
 // WithTLS and WithToken reach a broker that serves TLS and wants tokens;
 // the lease is the token's principal's.
 func TestWithTLSAndToken(t *testing.T) {
 	const token = "worker-token-0123456789"
-	cert, roots := selfSigned(t)
+	ca := testcert.NewCA(t, "test CA")
+	cert, roots := ca.Server(t, "127.0.0.1").TLS, ca.Pool
 	tokens, err := server.ParseTokens(strings.NewReader(token + " worker-7 admin\n"))
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
 	"github.com/browserbroker/broker/internal/fleet"
+	"github.com/browserbroker/broker/internal/testcert"
 	"github.com/browserbroker/broker/internal/testredis"
 )
 
@@ -501,15 +502,15 @@ func TestFleetTLSAndTokens(t *testing.T) {
 	r := testredis.Start(t)
 	const alice, bob, ops = "alice-token-0123456789", "bob-token-0123456789ab", "ops-token-0123456789abc"
 	tokens := writeTokens(t, alice+" alice client\n"+bob+" bob client\n"+ops+" ops admin\n")
-	p := newPKI(t, "fleet-ca")
-	cert, key := p.issue(t, "")
+	p := testcert.NewCA(t, "fleet-ca")
+	srv := p.Server(t, "127.0.0.1")
 	var bs []*brokerProc
 	for i := 1; i <= 2; i++ {
 		bs = append(bs, startBroker(t, "--max-leases", "1", "--redis", r.URL(), "--broker-id", fmt.Sprintf("b%d", i),
-			"--fleet-ttl", "1500ms", "--auth-tokens", tokens, "--tls-cert", cert, "--tls-key", key, "--fleet-ca", p.caFile, "--client-ca", p.caFile))
+			"--fleet-ttl", "1500ms", "--auth-tokens", tokens, "--tls-cert", srv.CertFile, "--tls-key", srv.KeyFile, "--fleet-ca", p.File, "--client-ca", p.File))
 	}
-	ca := p.tlsConn(t, bs[0].addr, "alice-cert", alice)
-	admin := brokerv1.NewAdminServiceClient(p.tlsConn(t, bs[0].addr, "ops-cert", ops))
+	ca := tlsConn(t, p, bs[0].addr, "alice-cert", alice)
+	admin := brokerv1.NewAdminServiceClient(tlsConn(t, p, bs[0].addr, "ops-cert", ops))
 	// Each broker registers with its capacity by the time it listens.
 	if s, err := fleetStats(t, admin); err != nil || memberIDs(s) != "b1,b2" || s.GetMembers()[1].GetFree() != 1 {
 		t.Fatalf("GetStats(FLEET) once both listen = %v, %v; want b1 and b2, b2 with a free lease", s.GetMembers(), err)
@@ -534,7 +535,7 @@ func TestFleetTLSAndTokens(t *testing.T) {
 		t.Errorf("alice's Evaluate on %s through b1 = %s, want 2", second.id, got)
 	}
 	for i, b := range bs {
-		pb := brokerv1.NewPageServiceClient(p.tlsConn(t, b.addr, "bob-cert", bob))
+		pb := brokerv1.NewPageServiceClient(tlsConn(t, p, b.addr, "bob-cert", bob))
 		if _, err := pb.Evaluate(callCtx(t, 10*time.Second), &brokerv1.EvaluateRequest{LeaseId: second.id, Expression: "1"}); status.Code(err) != codes.NotFound {
 			t.Errorf("bob's Evaluate on alice's %s through b%d = %v, want NOT_FOUND", second.id, i+1, err)
 		}

@@ -2,15 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	brokerv1 "github.com/browserbroker/broker/gen/browserbroker/v1"
+	"github.com/browserbroker/broker/internal/testcert"
 )
 
 func TestIsLoopback(t *testing.T) {
@@ -232,94 +226,13 @@ func TestTokensReloadOnSIGHUP(t *testing.T) {
 }
 
 // pki is a test certificate authority.
-type pki struct {
-	dir    string
-	ca     *x509.Certificate
-	key    *ecdsa.PrivateKey
-	caFile string
-	serial int64
-}
-
-func newPKI(t *testing.T, name string) *pki {
+// tlsConn dials the broker with TLS, trusting ca, presenting a client
+// certificate of ca for cn ("": none), and sending token ("": none).
+func tlsConn(t *testing.T, ca *testcert.CA, addr, cn, token string) *grpc.ClientConn {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	p := &pki{dir: t.TempDir(), ca: ca, key: key, serial: 1}
-	p.caFile = filepath.Join(p.dir, "ca.pem")
-	writeFile(t, p.caFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	return p
-}
-
-// issue writes a certificate signed by the CA and its key, and returns
-// their files: a server certificate for 127.0.0.1 (cn empty), or a client
-// certificate with that common name.
-func (p *pki) issue(t *testing.T, cn string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	name := cn
-	if cn == "" {
-		name = "server"
-		// Client auth too: a broker presents it to the fleet's others.
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = filepath.Join(p.dir, name+".pem")
-	keyFile = filepath.Join(p.dir, name+".key")
-	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})))
-	return certFile, keyFile
-}
-
-// tlsConn dials the broker with TLS, trusting the CA, presenting the
-// client certificate of cn ("": none), and sending token ("": none).
-func (p *pki) tlsConn(t *testing.T, addr, cn, token string) *grpc.ClientConn {
-	t.Helper()
-	roots := x509.NewCertPool()
-	roots.AddCert(p.ca)
-	cfg := &tls.Config{RootCAs: roots}
+	cfg := &tls.Config{RootCAs: ca.Pool}
 	if cn != "" {
-		certFile, keyFile := p.issue(t, cn)
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
+		cfg.Certificates = []tls.Certificate{ca.Client(t, cn).TLS}
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
 	if token != "" {
@@ -345,10 +258,10 @@ func listLeases(t *testing.T, conn *grpc.ClientConn) (map[string]string, error) 
 // certificate's CN is the principal (admin when listed), a bearer token
 // wins over it, and the certificate is reloaded on SIGHUP.
 func TestMutualTLS(t *testing.T) {
-	ca, other := newPKI(t, "test CA"), newPKI(t, "another CA")
-	srvCert, srvKey := ca.issue(t, "")
+	ca, other := testcert.NewCA(t, "test CA"), testcert.NewCA(t, "another CA")
+	srv := ca.Server(t, "127.0.0.1")
 	tokens := writeTokens(t, "tok-user-0123456789abc tok-user client\n")
-	p := startBroker(t, "--max-leases", "3", "--tls-cert", srvCert, "--tls-key", srvKey, "--client-ca", ca.caFile,
+	p := startBroker(t, "--max-leases", "3", "--tls-cert", srv.CertFile, "--tls-key", srv.KeyFile, "--client-ca", ca.File,
 		"--admin-principals", "ops,backup-ops", "--auth-tokens", tokens)
 
 	plain := dialWith(t, p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -359,15 +272,12 @@ func TestMutualTLS(t *testing.T) {
 		name string
 		conn *grpc.ClientConn
 	}{
-		{"no client certificate", ca.tlsConn(t, p.addr, "", "")},
-		{"no client certificate, a valid token", ca.tlsConn(t, p.addr, "", "tok-user-0123456789abc")},
+		{"no client certificate", tlsConn(t, ca, p.addr, "", "")},
+		{"no client certificate, a valid token", tlsConn(t, ca, p.addr, "", "tok-user-0123456789abc")},
 		{"a certificate of another CA", func() *grpc.ClientConn {
 			// Trusting the right server CA, presenting another CA's certificate.
-			certFile, keyFile := other.issue(t, "intruder")
-			cert, _ := tls.LoadX509KeyPair(certFile, keyFile)
-			roots := x509.NewCertPool()
-			roots.AddCert(ca.ca)
-			return dialWith(t, p.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}})))
+			cert := other.Client(t, "intruder").TLS
+			return dialWith(t, p.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{cert}})))
 		}()},
 	} {
 		if err := tryAcquire(t, c.conn); err == nil || status.Code(err) == codes.OK {
@@ -375,23 +285,23 @@ func TestMutualTLS(t *testing.T) {
 		}
 	}
 
-	worker := ca.tlsConn(t, p.addr, "worker-1", "")
-	opsConn := ca.tlsConn(t, p.addr, "ops", "")
+	worker := tlsConn(t, ca, p.addr, "worker-1", "")
+	opsConn := tlsConn(t, ca, p.addr, "ops", "")
 	held := acquireLease(t, worker, time.Minute)
 	if _, err := listLeases(t, worker); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("ListLeases as certificate principal worker-1 = %v, want PERMISSION_DENIED", err)
 	}
 	// A token wins over the certificate.
-	withToken := ca.tlsConn(t, p.addr, "worker-1", "tok-user-0123456789abc")
+	withToken := tlsConn(t, ca, p.addr, "worker-1", "tok-user-0123456789abc")
 	viaToken := acquireLease(t, withToken, time.Minute)
 	got, err := listLeases(t, opsConn)
 	if err != nil || got[held.id] != "worker-1" || got[viaToken.id] != "tok-user" || len(got) != 2 {
 		t.Fatalf("ListLeases as ops = %v, %v; want %s: worker-1 and %s: tok-user", got, err, held.id, viaToken.id)
 	}
 	// The command-line client, with its TLS flags.
-	opsCert, opsKey := ca.issue(t, "backup-ops")
-	out, err := exec.Command(filepath.Join(binDir, "client"), "--addr", p.addr, "--tls-ca", ca.caFile,
-		"--tls-cert", opsCert, "--tls-key", opsKey, "--json", "leases").CombinedOutput()
+	backup := ca.Client(t, "backup-ops")
+	out, err := exec.Command(filepath.Join(binDir, "client"), "--addr", p.addr, "--tls-ca", ca.File,
+		"--tls-cert", backup.CertFile, "--tls-key", backup.KeyFile, "--json", "leases").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"principal": "worker-1"`) {
 		t.Fatalf("client --tls-ca --tls-cert leases: %v\n%s\nwant worker-1's lease", err, out)
 	}
@@ -400,11 +310,8 @@ func TestMutualTLS(t *testing.T) {
 
 	// SIGHUP reloads the server certificate: new connections see the new one.
 	serial := func() *big.Int {
-		roots := x509.NewCertPool()
-		roots.AddCert(ca.ca)
-		certFile, keyFile := ca.issue(t, "probe")
-		cert, _ := tls.LoadX509KeyPair(certFile, keyFile)
-		c, err := tls.Dial("tcp", p.addr, &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
+		cert := ca.Client(t, "probe").TLS
+		c, err := tls.Dial("tcp", p.addr, &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
 		if err != nil {
 			t.Fatalf("TLS dial: %v", err)
 		}
@@ -412,7 +319,7 @@ func TestMutualTLS(t *testing.T) {
 		return c.ConnectionState().PeerCertificates[0].SerialNumber
 	}
 	before := serial()
-	ca.issue(t, "") // overwrites the server's files
+	ca.Server(t, "127.0.0.1") // overwrites the server's files
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.waitLog(t, "TLS certificate replaced", 1)
 	if after := serial(); after.Cmp(before) == 0 {

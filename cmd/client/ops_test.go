@@ -2,18 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,6 +19,7 @@ import (
 	"github.com/browserbroker/broker/client"
 	"github.com/browserbroker/broker/internal/lease"
 	"github.com/browserbroker/broker/internal/server"
+	"github.com/browserbroker/broker/internal/testcert"
 )
 
 // The ops commands (drain, undrain, wait-idle, health) run against a real
@@ -76,7 +70,8 @@ type opsBroker struct {
 
 func startOpsBroker(t *testing.T) opsBroker {
 	t.Helper()
-	cert, caFile := brokerCert(t, "broker")
+	ca := testcert.NewCA(t, "test CA")
+	cert := ca.Server(t, "broker").TLS
 	tokens, err := server.ParseTokens(strings.NewReader(
 		opsAdminToken + " ops admin\n" + opsClientToken + " worker client\n"))
 	if err != nil {
@@ -100,7 +95,7 @@ func startOpsBroker(t *testing.T) opsBroker {
 		g.Stop()
 		<-served
 	})
-	return opsBroker{addr: lis.Addr().String(), caFile: caFile}
+	return opsBroker{addr: lis.Addr().String(), caFile: ca.File}
 }
 
 // args are the global flags that reach b as the probes do: TLS verified
@@ -143,36 +138,6 @@ func (b opsBroker) hold(t *testing.T) (release func()) {
 	}
 	t.Cleanup(release)
 	return release
-}
-
-// brokerCert makes a self-signed certificate for name and writes it to a
-// PEM file, the CA file of the client's --tls-ca.
-func brokerCert(t *testing.T, name string) (tls.Certificate, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		DNSNames:              []string{name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, caFile
 }
 
 // Drain turns the readiness check (the lease service) NOT_SERVING and
