@@ -24,7 +24,7 @@ func TestSmokeRun(t *testing.T) {
 	if err := run(t.Context(), []string{"--smoke", "--out", out}, &stdout, &stderr); err != nil {
 		t.Fatalf("run(--smoke) = %v\nstderr:\n%s", err, stderr.String())
 	}
-	for _, want := range []string{"Grant latency", "Scraper job", "Evaluate", "Lease churn", "Reclaim latency", "Memory", "warm pool hit", "broker, warm pool", "hit rate", "images blocked", "Targets", "broker/in-process p50 ="} {
+	for _, want := range []string{"Grant latency", "Scraper job", "Evaluate", "Lease churn", "Reclaim latency", "Memory", "warm pool hit", "broker, warm pool", "hit rate", "images blocked", "Targets", "broker/in-process p50 =", "Fleet", "routing adds"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout.String())
 		}
@@ -44,7 +44,7 @@ func TestSmokeRun(t *testing.T) {
 		t.Fatalf("results are not a JSON object: %v", err)
 	}
 	for _, key := range []string{"host", "settings", "grant_latency", "scraper_job", "scraper_job_images_blocked",
-		"evaluate_overhead", "lease_churn", "reclaim_latency", "memory", "targets"} {
+		"evaluate_overhead", "lease_churn", "reclaim_latency", "memory", "fleet", "targets"} {
 		if v, ok := top[key]; !ok || string(v) == "null" {
 			t.Errorf("results lack %q", key)
 		}

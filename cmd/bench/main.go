@@ -18,7 +18,10 @@
 //     over a fake backend;
 //  5. reclaim latency by trigger (release, stream cancel, TTL expiry);
 //  6. memory (PSS) of the broker, its driver and Chromium at 0, 10 and 50
-//     leases.
+//     leases;
+//  7. a fleet of two brokers on a local redis-server: a command routed to
+//     the lease's broker through the other one, and an acquire forwarded by
+//     a full broker, beside the same calls made directly.
 //
 // It builds the broker (or takes --broker), starts what it needs, prints a
 // table and writes every figure, with its unit, as JSON.
@@ -223,7 +226,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 
 // allSections names the measurements --sections selects from, in the
 // order they run.
-var allSections = []string{"grant", "jobs", "blocked", "evaluate", "reclaim", "churn", "core", "memory"}
+var allSections = []string{"grant", "jobs", "blocked", "evaluate", "reclaim", "churn", "core", "memory", "fleet"}
 
 func parseSections(s string) (map[string]bool, error) {
 	out := map[string]bool{}
@@ -358,7 +361,7 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 	}
 
 	brokerBin := c.brokerPath
-	if brokerBin == "" && want("grant", "jobs", "blocked", "evaluate", "reclaim", "churn", "memory") {
+	if brokerBin == "" && want("grant", "jobs", "blocked", "evaluate", "reclaim", "churn", "memory", "fleet") {
 		progress("building the broker")
 		if brokerBin, err = buildBroker(ctx, tmp, c.cpuProfile != "", stderr); err != nil {
 			return nil, err
@@ -433,6 +436,12 @@ func measure(ctx context.Context, c config, stderr io.Writer, progress func(stri
 		progress(fmt.Sprintf("memory at %s leases", joinInts(c.memLevels)))
 		if res.Memory, err = runMemory(ctx, brokerBin, c.driverDir, c.chromium, url, c.memLevels, c.memSettle, progress); err != nil {
 			return nil, fmt.Errorf("memory: %w", err)
+		}
+	}
+
+	if want("fleet") {
+		if res.Fleet, err = runFleet(ctx, brokerBin, c.driverDir, c.chromium, url, c.evals, c.grants, progress); err != nil {
+			return nil, fmt.Errorf("fleet: %w", err)
 		}
 	}
 

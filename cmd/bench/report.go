@@ -31,6 +31,7 @@ type Results struct {
 	Churn    ChurnResult   `json:"lease_churn"`
 	Reclaim  ReclaimResult `json:"reclaim_latency"`
 	Memory   MemoryResult  `json:"memory"`
+	Fleet    FleetResult   `json:"fleet"`
 	Targets  []Target      `json:"targets"`
 }
 
@@ -499,6 +500,19 @@ func printTable(w io.Writer, r *Results) {
 		}
 		tw.Flush()
 		fmt.Fprintf(w, "   %s\n", r.Memory.Method)
+	}
+
+	if ran("fleet") {
+		section("7. Fleet: a lease of b2 driven through b2, and through b1 (any door works)")
+		row("", "n", "p50 ms", "p99 ms", "mean ms", "max ms")
+		lat(`Evaluate("1") on b2`, r.Fleet.EvaluateDirect)
+		lat(`Evaluate("1") through b1 (routed)`, r.Fleet.EvaluateRouted)
+		lat("acquire on b2 (cold)", r.Fleet.GrantDirect)
+		lat("acquire through full b1 (forwarded)", r.Fleet.GrantForwarded)
+		tw.Flush()
+		fmt.Fprintf(w, "   routing adds %.3f ms per command at p50; forwarding adds %.3f ms per acquire at p50\n",
+			r.Fleet.RoutedOverheadP50Ms, r.Fleet.ForwardOverheadP50Ms)
+		fmt.Fprintf(w, "   %s\n", r.Fleet.Method)
 	}
 
 	section("Targets (issue 6), each beside what this run measured")

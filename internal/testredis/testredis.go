@@ -1,6 +1,6 @@
 // Package testredis runs a real redis-server on a loopback port for a
-// test, and stops it when the test ends. Tests of the fleet use it; it is
-// no part of the broker.
+// test, and stops it when the test ends. Tests of the fleet use it, and the
+// benchmark's fleet section; it is no part of the broker.
 package testredis
 
 import (
@@ -26,9 +26,10 @@ type Server struct {
 }
 
 // Start runs redis-server (Debian's package, which `make setup` installs)
-// without persistence on a free loopback port. Without the binary the
-// test is skipped, or fails when BROKER_REQUIRE_BROWSER says every
-// dependency must be there (make test sets it).
+// without persistence on a free loopback port, for one test, and stops it
+// when the test ends. Without the binary the test is skipped, or fails
+// when BROKER_REQUIRE_BROWSER says every dependency must be there (make
+// test sets it).
 func Start(t testing.TB) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -37,24 +38,35 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip("redis-server not installed; run `make test`")
 	}
-	s := &Server{t: t, dir: t.TempDir()}
+	s, err := Run(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.t = t
 	t.Cleanup(s.Stop)
+	return s
+}
+
+// Run runs redis-server as Start does, its files in dir, outside a test
+// (the benchmark); the caller calls Stop.
+func Run(dir string) (*Server, error) {
+	s := &Server{dir: dir}
 	// The port is free when picked, but another process (any outgoing
 	// connection takes an ephemeral port) may take it before redis-server
 	// binds it: then another one is picked.
 	for attempt := 1; ; attempt++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		s.port = l.Addr().(*net.TCPAddr).Port
 		l.Close()
 		log, err := s.start()
 		if err == nil {
-			return s
+			return s, nil
 		}
 		if attempt == 5 || !strings.Contains(log, "Address already in use") {
-			t.Fatalf("%v:\n%s", err, log)
+			return nil, fmt.Errorf("%w:\n%s", err, log)
 		}
 	}
 }
