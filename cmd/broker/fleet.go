@@ -134,12 +134,9 @@ func (f *fleetConfig) join(leases func() *lease.Manager, addr string, log *zap.L
 	opt.DialTimeout = time.Second
 	rdb := redis.NewClient(opt)
 	fl, err := fleet.New(fleet.Config{Redis: rdb, ID: f.id, Address: addr, TTL: f.ttl, Logger: log,
-		Load: func() fleet.Load {
-			m := leases()
-			st := m.Stats()
-			return fleet.Load{Capacity: st.Capacity, Active: st.Active, Waiting: st.Waiting, Free: m.Free(), Draining: st.Draining,
-				Principals: m.Principals()}
-		},
+		// The lease manager's load is what the fleet registers, field for
+		// field (the conversion stops compiling if they part).
+		Load: func() fleet.Load { return fleet.Load(leases().Load()) },
 		Sessions: func() []string {
 			var keys []string
 			for _, s := range leases().Sessions() {

@@ -15,12 +15,8 @@ func (c *cli) leases(ctx context.Context, args []string) error {
 	fs := c.flagSet("leases")
 	fs.Var(labels, "label", "k=v label filter")
 	inFleet := fs.Bool("fleet", false, "every broker of the fleet")
-	rest, err := c.parse(fs, args, true)
-	if err != nil {
+	if err := c.noArguments(fs, args); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usageErrorf("leases: unexpected argument %q", rest[0])
 	}
 	leases, err := adminCall(ctx, c, "leases", func(ctx context.Context, cl *client.Client) ([]*brokerv1.LeaseInfo, error) {
 		if *inFleet {
@@ -122,12 +118,8 @@ func (c *cli) revoke(ctx context.Context, args []string) error {
 
 func (c *cli) sessions(ctx context.Context, args []string) error {
 	fs := c.flagSet("sessions")
-	rest, err := c.parse(fs, args, true)
-	if err != nil {
+	if err := c.noArguments(fs, args); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usageErrorf("sessions: unexpected argument %q", rest[0])
 	}
 	sessions, err := adminCall(ctx, c, "sessions", func(ctx context.Context, cl *client.Client) ([]*brokerv1.SessionInfo, error) {
 		return cl.Sessions(ctx)
@@ -190,12 +182,8 @@ func (c *cli) deleteSession(ctx context.Context, args []string) error {
 func (c *cli) stats(ctx context.Context, args []string) error {
 	fs := c.flagSet("stats")
 	inFleet := fs.Bool("fleet", false, "summed over every broker of the fleet")
-	rest, err := c.parse(fs, args, true)
-	if err != nil {
+	if err := c.noArguments(fs, args); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usageErrorf("stats: unexpected argument %q", rest[0])
 	}
 	st, err := adminCall(ctx, c, "stats", func(ctx context.Context, cl *client.Client) (*brokerv1.GetStatsResponse, error) {
 		if *inFleet {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 var leaseServiceName = brokerv1.LeaseService_ServiceDesc.ServiceName
 
 func (c *cli) drain(ctx context.Context, args []string) error {
-	if err := c.noArguments("drain", args); err != nil {
+	if err := c.noArguments(c.flagSet("drain"), args); err != nil {
 		return err
 	}
 	active, err := adminCall(ctx, c, "drain", func(ctx context.Context, cl *client.Client) (int, error) {
@@ -35,7 +36,7 @@ func (c *cli) drain(ctx context.Context, args []string) error {
 }
 
 func (c *cli) undrain(ctx context.Context, args []string) error {
-	if err := c.noArguments("undrain", args); err != nil {
+	if err := c.noArguments(c.flagSet("undrain"), args); err != nil {
 		return err
 	}
 	_, err := adminCall(ctx, c, "undrain", func(ctx context.Context, cl *client.Client) (struct{}, error) {
@@ -67,12 +68,8 @@ func (c *cli) waitIdle(ctx context.Context, args []string) error {
 	interval := time.Second
 	fs := c.flagSet("wait-idle")
 	fs.DurationVar(&interval, "interval", interval, "time between polls")
-	rest, err := c.parse(fs, args, true)
-	if err != nil {
+	if err := c.noArguments(fs, args); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usageErrorf("wait-idle: unexpected argument %q", rest[0])
 	}
 	if interval <= 0 {
 		return usageErrorf("wait-idle: --interval must be positive, not %v", interval)
@@ -142,12 +139,8 @@ func (c *cli) health(ctx context.Context, args []string) error {
 	service := leaseServiceName
 	fs := c.flagSet("health")
 	fs.StringVar(&service, "service", service, "health service name")
-	rest, err := c.parse(fs, args, true)
-	if err != nil {
+	if err := c.noArguments(fs, args); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usageErrorf("health: unexpected argument %q", rest[0])
 	}
 	what := fmt.Sprintf("health %q", service)
 	st, err := adminCall(ctx, c, what, func(ctx context.Context, cl *client.Client) (healthpb.HealthCheckResponse_ServingStatus, error) {
@@ -169,14 +162,14 @@ func (c *cli) health(ctx context.Context, args []string) error {
 	return nil
 }
 
-// noArguments parses the flags of a command that takes no argument.
-func (c *cli) noArguments(name string, args []string) error {
-	rest, err := c.parse(c.flagSet(name), args, true)
+// noArguments parses the flags fs of a command that takes no argument.
+func (c *cli) noArguments(fs *flag.FlagSet, args []string) error {
+	rest, err := c.parse(fs, args, true)
 	if err != nil {
 		return err
 	}
 	if len(rest) > 0 {
-		return usageErrorf("%s: unexpected argument %q", name, rest[0])
+		return usageErrorf("%s: unexpected argument %q", fs.Name(), rest[0])
 	}
 	return nil
 }

@@ -134,8 +134,10 @@ type Fleet struct {
 	lastErr  error                // why not, when not
 	reported bool                 // a heartbeat has run (its state was logged)
 	known    map[string]knownPeer // live when last read, by id
-	// membersRead is when Members last read every member into known.
+	// membersRead is when Members last read every member into known (or
+	// MembersWithin began to), and membersErr how that read failed.
 	membersRead time.Time
+	membersErr  error
 	// claimed is the session keys this broker claimed or renewed within
 	// the last TTL, by when: the ones it may still own, which Close
 	// releases.
@@ -378,7 +380,7 @@ func (f *Fleet) unavailable(err error) error {
 func (f *Fleet) Members(ctx context.Context) ([]Member, error) {
 	ids, err := f.rdb.SMembers(ctx, f.membersKey()).Result()
 	if err != nil {
-		return nil, f.unavailable(err)
+		return nil, f.membersFailed(err)
 	}
 	var vals []any
 	if len(ids) > 0 {
@@ -387,7 +389,7 @@ func (f *Fleet) Members(ctx context.Context) ([]Member, error) {
 			keys[i] = f.memberKey(id)
 		}
 		if vals, err = f.rdb.MGet(ctx, keys...).Result(); err != nil {
-			return nil, f.unavailable(err)
+			return nil, f.membersFailed(err)
 		}
 	}
 	out := make([]Member, 0, len(vals))
@@ -417,9 +419,19 @@ func (f *Fleet) Members(ctx context.Context) ([]Member, error) {
 	for _, m := range out {
 		known[m.ID] = knownPeer{m: m, fresh: f.known[m.ID].fresh}
 	}
-	f.known, f.membersRead = known, time.Now()
+	f.known, f.membersRead, f.membersErr = known, time.Now(), nil
 	f.mu.Unlock()
 	return out, nil
+}
+
+// membersFailed records that a read of the members failed, and why; the
+// members last read stay known.
+func (f *Fleet) membersFailed(err error) error {
+	err = f.unavailable(err)
+	f.mu.Lock()
+	f.membersErr = err
+	f.mu.Unlock()
+	return err
 }
 
 // pruneMembers removes from the index (KEYS[1]) the ids (ARGV) whose
@@ -448,24 +460,13 @@ func (f *Fleet) prune(ctx context.Context, ids []string) error {
 
 // PrincipalLeases is how many leases principal holds on the other live
 // brokers, as they last registered: a broker's lease limits count them
-// beside its own. It reads the members again when its view is older than
-// a heartbeat interval (two round trips, by one caller at a time), so the
-// count is at most about two heartbeats old; while Redis is away it counts
-// the last seen, trying Redis again at most once per interval.
+// beside its own. The members are read as MembersWithin a heartbeat
+// interval reads them, so the count is at most about two heartbeats old;
+// while Redis is away it counts the last seen.
 func (f *Fleet) PrincipalLeases(principal string) int {
-	f.mu.Lock()
-	stale := time.Since(f.membersRead) > f.cfg.Heartbeat
-	if stale {
-		// One caller reads; the others, and every caller for the next
-		// interval when Redis is away, count what was last seen.
-		f.membersRead = time.Now()
-	}
-	f.mu.Unlock()
-	if stale {
-		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
-		_, _ = f.Members(ctx) // on failure: the last seen
-		cancel()
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Heartbeat)
+	_, _ = f.MembersWithin(ctx, f.cfg.Heartbeat) // on failure: the last seen
+	cancel()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
@@ -528,9 +529,12 @@ func (f *Fleet) Lookup(ctx context.Context, id string) (Member, error) {
 	return m, nil
 }
 
-// MembersWithin is Members, answered from the members read within maxAge
-// when there was such a read (0: always read): for the callers that ask
-// often, such as the acquires waiting in a queue and the dashboard.
+// MembersWithin is Members for the callers that ask often (the lease
+// limits, the acquires waiting in a queue, the dashboard): when a read
+// began within maxAge (0: never), it answers what that read found, the
+// members last seen and its error, without a round trip. One caller at a
+// time reads; the others meanwhile, and every caller for maxAge after a
+// failed read (Redis away), get the last answer rather than wait on Redis.
 func (f *Fleet) MembersWithin(ctx context.Context, maxAge time.Duration) ([]Member, error) {
 	f.mu.Lock()
 	if maxAge > 0 && time.Since(f.membersRead) < maxAge {
@@ -538,10 +542,12 @@ func (f *Fleet) MembersWithin(ctx context.Context, maxAge time.Duration) ([]Memb
 		for _, k := range f.known {
 			ms = append(ms, k.m)
 		}
+		err := f.membersErr
 		f.mu.Unlock()
 		sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
-		return ms, nil
+		return ms, err
 	}
+	f.membersRead = time.Now()
 	f.mu.Unlock()
 	return f.Members(ctx)
 }

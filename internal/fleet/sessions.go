@@ -223,7 +223,9 @@ const listBatch = 500
 // their records are read listBatch at a time, one round trip each, each
 // within opTimeout.
 func (s *Sessions) List() ([]state.Record, error) {
-	keys, err := s.keys()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	keys, err := s.f.rdb.SMembers(ctx, s.f.sessionsKey()).Result() // the index: whatever else the keyspace holds
+	cancel()
 	if err != nil {
 		return nil, s.f.unavailable(err)
 	}
@@ -254,14 +256,6 @@ func (s *Sessions) List() ([]state.Record, error) {
 		}
 	}
 	return out, errors.Join(errs...)
-}
-
-// keys returns the session keys with a generation, from the index: one
-// round trip, whatever else the keyspace holds.
-func (s *Sessions) keys() ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	return s.f.rdb.SMembers(ctx, s.f.sessionsKey()).Result()
 }
 
 // SessionOwner returns the broker that owns a session key; "" when none

@@ -476,13 +476,26 @@ func (m *Manager) countPrincipal(p string) error {
 	return nil
 }
 
-// Principals returns how many leases each principal holds or is acquiring
-// here (anonymous ones not counted): what a fleet's other brokers count
-// toward its limit.
-func (m *Manager) Principals() map[string]int {
+// Load is what the manager tells others of its load (a fleet's
+// registration): one snapshot under the lock, without the counters and
+// the invariant check that Stats adds.
+type Load struct {
+	Capacity, Active, Waiting int
+	// Free is as Manager.Free says.
+	Free     int
+	Draining bool
+	// Principals is how many leases each principal holds or is acquiring
+	// here (anonymous ones not counted): what a fleet's other brokers
+	// count toward its limit.
+	Principals map[string]int
+}
+
+// Load returns the manager's load now.
+func (m *Manager) Load() Load {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return maps.Clone(m.byPrincipal)
+	return Load{Capacity: m.cfg.Capacity, Active: m.active, Waiting: len(m.queue), Free: m.freeNowLocked(),
+		Draining: m.draining, Principals: maps.Clone(m.byPrincipal)}
 }
 
 func (m *Manager) uncountPrincipalLocked(p string) {
@@ -524,6 +537,10 @@ func (m *Manager) freeLocked() bool { return m.roomLocked() > 0 }
 func (m *Manager) Free() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.freeNowLocked()
+}
+
+func (m *Manager) freeNowLocked() int {
 	if m.closed || m.draining {
 		return 0
 	}

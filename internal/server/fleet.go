@@ -272,67 +272,36 @@ func (s *Server) mayHop(ctx context.Context, req lease.AcquireRequest) bool {
 }
 
 // acquireOrHop waits for a lease in this broker's queue, as Acquire does,
-// and meanwhile every hopEvery looks for room on the other brokers: once
-// one has room for this waiter (at least its position in line, so the
-// head of the line moves first), the wait here is given up and the acquire
-// forwarded there with what is left of its wait_timeout. So a fleet whose
-// brokers were all full when the acquire came serves it from whichever
-// frees up first. hopped reports that the acquire went elsewhere; err is
-// then how the forwarded stream ended. A lease granted here meanwhile is
-// kept; when the other broker refuses (its room went), the acquire waits
-// here again, at the back of the line.
+// and once it is in line looks every hopEvery for room on the other
+// brokers: when one has room for this waiter (at least its position in
+// line, so the head of the line moves first), the waiter is withdrawn from
+// the queue and the acquire forwarded there with what is left of its
+// wait_timeout. So a fleet whose brokers were all full when the acquire
+// came serves it from whichever frees up first. hopped reports that the
+// acquire went elsewhere; err is then how the forwarded stream ended. A
+// lease granted here meanwhile is kept; when the other broker refuses (its
+// room went), the acquire waits here again, at the back of the line. An
+// acquire granted without waiting costs nothing more than Acquire.
 func (s *Server) acquireOrHop(stream brokerv1.LeaseService_LeaseServer, first *brokerv1.LeaseRequest, req lease.AcquireRequest,
 	queued func(int)) (l *lease.Lease, hopped bool, err error) {
 	ctx := stream.Context()
 	wait := s.leases.WaitTimeout(req.Wait)
 	deadline := time.Now().Add(wait)
-	type result struct {
-		l   *lease.Lease
-		err error
-	}
 	for {
-		withdraw := make(chan struct{})
-		req.Withdraw = withdraw
-		var pos atomic.Int64 // the last position in line heard; 0: not in line
-		res := make(chan result, 1)
-		go func() {
-			l, err := s.leases.Acquire(ctx, req, func(p int) { pos.Store(int64(p)); queued(p) })
-			res <- result{l, err}
-		}()
-		tick := time.NewTicker(hopEvery)
-		var to fleet.Member
-		var r result
-	wait:
-		for {
-			select {
-			case r = <-res:
-				break wait
-			case <-tick.C:
-				p := pos.Load()
-				if p <= 0 {
-					continue
-				}
-				m, ok, err := s.cfg.Fleet.PickFree(ctx, hopEvery)
-				if err != nil || !ok || int64(m.Load.Free) < p {
-					continue
-				}
-				to = m
-				close(withdraw)
-				r = <-res // Acquire has returned: no queued message is sent after it
-				break wait
-			}
-		}
-		tick.Stop()
+		w := &hopWatch{s: s, ctx: ctx, withdraw: make(chan struct{})}
+		req.Withdraw = w.withdraw
+		l, err := s.leases.Acquire(ctx, req, func(p int) { w.queued(p); queued(p) })
+		to := w.stop()
 		left := time.Until(deadline)
-		if !errors.Is(r.err, lease.ErrWithdrawn) {
-			return r.l, false, r.err // granted here (perhaps as it was withdrawn), or failed
-		}
-		if left <= 0 {
+		switch {
+		case !errors.Is(err, lease.ErrWithdrawn):
+			return l, false, err // granted here (perhaps as it was withdrawn), or failed
+		case left <= 0:
 			return nil, false, fmt.Errorf("%w (waited %v)", lease.ErrNoCapacity, wait)
 		}
 		fwd := proto.Clone(first).(*brokerv1.LeaseRequest)
 		fwd.GetAcquire().WaitTimeout = durationpb.New(left)
-		s.log.Debug("queued acquire moves to another broker", zap.String("broker_id", to.ID), zap.Int64("position", pos.Load()))
+		s.log.Debug("queued acquire moves to another broker", zap.String("broker_id", to.ID), zap.Int64("position", w.pos.Load()))
 		started, err := s.proxyLease(stream, fwd, to, "queued")
 		if started {
 			return nil, true, err
@@ -340,6 +309,60 @@ func (s *Server) acquireOrHop(stream brokerv1.LeaseService_LeaseServer, first *b
 		s.log.Debug("moved acquire refused; waiting here again", zap.String("broker_id", to.ID), zap.Error(err))
 		req.Wait = left
 	}
+}
+
+// hopWatch looks for room elsewhere for one acquire while it waits in the
+// queue: started by the first position in line the acquire hears, it
+// closes withdraw once a broker has room for it.
+type hopWatch struct {
+	s        *Server
+	ctx      context.Context
+	withdraw chan struct{}
+	pos      atomic.Int64 // the last position in line heard
+	started  bool         // queued runs on Acquire's goroutine only
+	done     chan struct{}
+	stopped  chan struct{}
+	to       fleet.Member // where to go, once withdraw is closed
+}
+
+func (w *hopWatch) queued(p int) {
+	w.pos.Store(int64(p))
+	if w.started {
+		return
+	}
+	w.started = true
+	w.done, w.stopped = make(chan struct{}), make(chan struct{})
+	go w.watch()
+}
+
+func (w *hopWatch) watch() {
+	defer close(w.stopped)
+	tick := time.NewTicker(hopEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-tick.C:
+		}
+		m, ok, err := w.s.cfg.Fleet.PickFree(w.ctx, hopEvery)
+		if err == nil && ok && int64(m.Load.Free) >= w.pos.Load() {
+			w.to = m
+			close(w.withdraw)
+			return
+		}
+	}
+}
+
+// stop ends the watch, once Acquire has returned, and says where the
+// acquire is to go if it was withdrawn.
+func (w *hopWatch) stop() fleet.Member {
+	if !w.started {
+		return fleet.Member{}
+	}
+	close(w.done)
+	<-w.stopped
+	return w.to
 }
 
 // proxyLease sends an acquire to another broker and, once that broker
